@@ -1,0 +1,31 @@
+"""Every error lookalike raises on purpose. The message is one line meant for a person."""
+
+from __future__ import annotations
+
+
+class LookalikeError(Exception):
+    """Base class: the CLI prints the message alone (no traceback) and exits 1."""
+
+
+class ImageReadError(LookalikeError):
+    """A file could not be read as an image; the message says why."""
+
+
+class ModelError(LookalikeError):
+    """Unknown model name, bad model options."""
+
+
+class WeightsNotFoundError(ModelError):
+    """Pretrained weights are not available; the message says where we looked."""
+
+
+class CollectionError(LookalikeError):
+    """The collection on disk is missing, damaged or used the wrong way."""
+
+
+class ModelMismatchError(CollectionError):
+    """Vectors from a different model (or adapter) would be mixed into a collection."""
+
+
+class IndexBuildError(LookalikeError):
+    """A search index could not be built or loaded."""

@@ -1,0 +1,245 @@
+"""Reading image files, whatever they are, into RGB Pillow images.
+
+Files are recognised by content (what Pillow detects), never by extension. EXIF
+orientation is applied; every mode becomes RGB (transparency composited on white);
+animated images give their first frame; decompression bombs are refused. Failures raise
+ImageReadError with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from lookalike.errors import ImageReadError
+
+# Pillow's default limit (~89 Mpx warns, 2x errors). We make the warning an error too:
+# a 200 Mpx "photo" is far more likely an attack or a mistake than something to embed.
+MAX_PIXELS = 120_000_000
+
+_heif_registered: bool | None = None
+
+
+def _register_heif() -> None:
+    """HEIC/AVIF support when pillow-heif is installed (optional)."""
+    global _heif_registered
+    if _heif_registered is not None:
+        return
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        if hasattr(pillow_heif, "register_avif_opener"):
+            pillow_heif.register_avif_opener()
+        _heif_registered = True
+    except ImportError:
+        _heif_registered = False
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode -> RGB; transparent pixels become white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16/32-bit grey: scale to 8 bits by the actual range rather than clipping.
+        import numpy as np
+
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        image = Image.fromarray(((arr - lo) * scale).astype("uint8"), mode="L")
+    if image.mode == "F":
+        image = image.convert("L")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str | os.PathLike[str], min_side: int | None = None) -> Image.Image:
+    """Open ``path`` as an RGB image.
+
+    ``min_side``: when given, JPEGs are decoded at a reduced scale (Pillow's draft mode)
+    as long as both sides stay >= min_side, which is several times faster for photos.
+    """
+    _register_heif()
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(f"{path}: empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise ImageReadError(
+                        f"{path}: {im.width}x{im.height} pixels is over the limit of "
+                        f"{MAX_PIXELS:,} (decompression bomb?)"
+                    )
+                if getattr(im, "n_frames", 1) > 1:
+                    im.seek(0)  # animated: first frame
+                if min_side and im.format == "JPEG":
+                    _draft(im, min_side)
+                im.load()
+                image = ImageOps.exif_transpose(im) or im
+                return _to_rgb(image).copy() if image is im else _to_rgb(image)
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ImageReadError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{path}: is a directory") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image (format not recognised)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(f"{path}: refused as a decompression bomb ({exc})") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageReadError(f"{path}: symlink loop") from None
+        reason = str(exc) or type(exc).__name__
+        raise ImageReadError(f"{path}: unreadable image ({reason})") from None
+    except (ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError) as exc:
+        # Pillow plugins raise these on malformed headers.
+        raise ImageReadError(f"{path}: damaged image ({type(exc).__name__}: {exc})") from None
+
+
+def _draft(im: Image.Image, min_side: int) -> None:
+    """Ask the JPEG decoder for the smallest DCT scale keeping both sides >= min_side."""
+    w, h = im.size
+    scale = min(w, h) / float(min_side)
+    if scale >= 2:
+        im.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
+
+
+# Never decode truncated files silently as grey: a truncated file is reported.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass
+class ScanResult:
+    """Files found under some roots."""
+
+    files: list[Path] = field(default_factory=list)  # candidate images (by content sniff)
+    ignored: int = 0  # files that are plainly not images (.txt, .json...), counted quietly
+    errors: list[tuple[Path, str]] = field(default_factory=list)  # unreadable dirs, loops...
+
+
+# Magic numbers of the formats Pillow (and pillow-heif) open; a cheap content sniff that
+# avoids a full Image.open per file while walking. The real check happens on decode.
+_SIGNATURES: tuple[bytes, ...] = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",  # BMP
+    b"II*\x00",  # TIFF little-endian
+    b"MM\x00*",  # TIFF big-endian
+    b"RIFF",  # WebP (RIFF....WEBP)
+    b"\x00\x00\x01\x00",  # ICO
+    b"P1",
+    b"P2",
+    b"P3",
+    b"P4",
+    b"P5",
+    b"P6",  # PNM family
+    b"8BPS",  # PSD
+    b"\x00\x00\x00\x0cjP  ",  # JPEG 2000
+    b"\xff\x4f\xff\x51",  # J2K codestream
+    b"DDS ",
+    b"qoif",
+)
+_FTYP_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+
+
+def looks_like_image(head: bytes) -> bool:
+    """True when the first bytes of a file match a known image signature."""
+    if head.startswith(_SIGNATURES):
+        return True
+    # ISO-BMFF (HEIC/AVIF): ....ftypBRAND
+    if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] in _FTYP_BRANDS:
+        return True
+    # TGA has no magic number; fall back to the extension for it alone.
+    return False
+
+
+def sniff(path: Path) -> bool | None:
+    """True: looks like an image; False: plainly not; None: empty/unreadable (report it)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(32)
+    except OSError:
+        return None
+    if not head:
+        return None
+    return looks_like_image(head) or path.suffix.lower() == ".tga"
+
+
+def iter_files(root: Path, errors: list[tuple[Path, str]]) -> Iterator[Path]:
+    """All regular files under root (following symlinks, never looping)."""
+    seen_dirs: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            st = directory.stat()
+        except OSError as exc:
+            errors.append((directory, f"cannot open folder ({exc.strerror or exc})"))
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            continue  # a symlink loop or a second link to a folder already walked
+        seen_dirs.add(key)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            errors.append((directory, f"cannot list folder ({exc.strerror or exc})"))
+            continue
+        subdirs = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    subdirs.append(path)
+                elif entry.is_file(follow_symlinks=True):
+                    yield path
+                elif entry.is_symlink():
+                    errors.append((path, "broken or looping symlink"))
+            except OSError as exc:
+                errors.append((path, f"cannot stat ({exc.strerror or exc})"))
+        stack.extend(reversed(subdirs))
+
+
+def scan(paths: Iterable[str | os.PathLike[str]]) -> ScanResult:
+    """Find image files under files/folders. Order is stable (sorted walk)."""
+    result = ScanResult()
+    seen: set[Path] = set()
+    for raw in paths:
+        root = Path(raw).expanduser()
+        if not root.exists() and not root.is_symlink():
+            result.errors.append((root.absolute(), "no such file or folder"))
+            continue
+        candidates = iter_files(root, result.errors) if root.is_dir() else iter([root])
+        for path in candidates:
+            path = path.absolute()
+            if path in seen:
+                continue
+            seen.add(path)
+            kind = sniff(path)
+            if kind is True:
+                result.files.append(path)
+            elif kind is None:
+                # Empty or unreadable: reported by the decoder with its precise reason.
+                result.files.append(path)
+            else:
+                result.ignored += 1
+    return result

@@ -1,0 +1,421 @@
+"""The collection on disk: a manifest, SQLite metadata and a float32 vector file.
+
+Layout of a collection folder::
+
+    manifest.json   format version, model identity, adapter, index settings
+    meta.sqlite     one row per image (path, size, mtime, content hash, vector row)
+                    and one per skipped file (path, reason)
+    vectors.f32     raw float32 rows of `dim` values, append-only, memory-mappable
+    lock            held by the one process writing
+
+Crash safety: vectors are appended and fsync'ed *before* the SQLite transaction that
+points at them commits. A crash in between leaves only unreferenced rows at the end of
+the vector file, which later appends skip past and compaction reclaims.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.errors import CollectionError
+from lookalike.vectors import FloatArray, IdArray
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+META = "meta.sqlite"
+VECTORS = "vectors.f32"
+LOCK = "lock"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    path     TEXT NOT NULL UNIQUE,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    hash     TEXT NOT NULL,
+    row      INTEGER NOT NULL,
+    width    INTEGER,
+    height   INTEGER,
+    added_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_hash ON images(hash);
+CREATE TABLE IF NOT EXISTS skipped (
+    path     TEXT PRIMARY KEY,
+    size     INTEGER,
+    mtime_ns INTEGER,
+    reason   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str
+    row: int
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An image to add (or replace, when its path is already stored) with its vector."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str
+    width: int | None = None
+    height: int | None = None
+
+
+def _record(row: sqlite3.Row | tuple[Any, ...]) -> ImageRecord:
+    return ImageRecord(*row)
+
+
+_COLUMNS = "id, path, size, mtime_ns, hash, row, width, height"
+
+
+class Store:
+    """Low-level access to one collection folder. Not thread-safe; one writer process."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.dim = int(manifest["model"]["dim"])
+        self._db = sqlite3.connect(root / META, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock_fh: Any = None
+        self._matrix_cache: tuple[int, FloatArray] | None = None
+
+    # ----- opening ---------------------------------------------------------------------
+    @staticmethod
+    def read_manifest(root: Path) -> dict[str, Any] | None:
+        path = root / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            manifest: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CollectionError(f"{path}: unreadable manifest ({exc})") from None
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CollectionError(
+                f"{root}: collection format {version} is not supported by this lookalike "
+                f"(expects {FORMAT_VERSION}); re-index into a new --db folder"
+            )
+        return manifest
+
+    @classmethod
+    def open(cls, root: Path) -> Store:
+        manifest = cls.read_manifest(root)
+        if manifest is None:
+            raise CollectionError(
+                f"{root}: no collection here; create one with `lookalike index PATH --db {root}`"
+            )
+        return cls(root, manifest)
+
+    @classmethod
+    def create(cls, root: Path, manifest: dict[str, Any]) -> Store:
+        root.mkdir(parents=True, exist_ok=True)
+        manifest = {"format_version": FORMAT_VERSION, "created_at": time.time(), **manifest}
+        write_json_atomic(root / MANIFEST, manifest)
+        return cls(root, manifest)
+
+    def save_manifest(self) -> None:
+        write_json_atomic(self.root / MANIFEST, self.manifest)
+
+    def close(self) -> None:
+        self.unlock()
+        self._db.close()
+
+    # ----- writer lock -----------------------------------------------------------------
+    def lock(self) -> None:
+        """Take the single-writer lock, or fail clearly if another process holds it."""
+        if self._lock_fh is not None:
+            return
+        fh = open(self.root / LOCK, "a+")  # noqa: SIM115 - held until unlock()
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise CollectionError(
+                f"{self.root}: another lookalike process is writing to this collection"
+            ) from None
+        self._lock_fh = fh
+
+    def unlock(self) -> None:
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    # ----- vectors file ----------------------------------------------------------------
+    @property
+    def vectors_path(self) -> Path:
+        # Compaction writes a new file and switches to it in the same transaction that
+        # renumbers rows, so the current file's name lives in the database.
+        return self.root / (self.get_value("vectors_file") or VECTORS)
+
+    def vector_rows(self) -> int:
+        """Whole rows in the vector file (a torn partial row at the end is ignored)."""
+        try:
+            size = self.vectors_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        return size // (4 * self.dim)
+
+    def _append_vectors(self, vectors: FloatArray) -> int:
+        """Append rows durably; returns the row number of the first one."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise CollectionError(
+                f"vectors of shape {vectors.shape} do not fit this collection (dim {self.dim})"
+            )
+        first = self.vector_rows()
+        with open(self.vectors_path, "r+b" if self.vectors_path.exists() else "wb") as fh:
+            fh.seek(first * 4 * self.dim)  # overwrite any torn partial row
+            fh.write(vectors.tobytes())
+            fh.truncate()
+            fh.flush()
+            os.fsync(fh.fileno())
+        return first
+
+    def matrix(self) -> FloatArray:
+        """All vector rows (live and dead), memory-mapped read-only."""
+        rows = self.vector_rows()
+        if self._matrix_cache is not None and self._matrix_cache[0] == rows:
+            return self._matrix_cache[1]
+        if rows == 0:
+            mat: FloatArray = np.zeros((0, self.dim), dtype=np.float32)
+        else:
+            mat = np.memmap(self.vectors_path, dtype=np.float32, mode="r", shape=(rows, self.dim))
+        self._matrix_cache = (rows, mat)
+        return mat
+
+    def row_ids(self) -> IdArray:
+        """row_ids[r] = id of the image whose vector is row r, or -1 for dead rows."""
+        out = np.full(self.vector_rows(), -1, dtype=np.int64)
+        pairs = np.array(self._db.execute("SELECT row, id FROM images").fetchall(), dtype=np.int64)
+        if len(pairs):
+            pairs = pairs[pairs[:, 0] < len(out)]
+            out[pairs[:, 0]] = pairs[:, 1]
+        return out
+
+    def vectors_for(self, ids: Sequence[int]) -> FloatArray:
+        """Stored vectors of these image ids, in order."""
+        if len(ids) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        rows = [self.get(int(i)).row for i in ids]
+        return np.ascontiguousarray(self.matrix()[rows], dtype=np.float32)
+
+    # ----- reading metadata ------------------------------------------------------------
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    def get(self, image_id: int) -> ImageRecord:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM images WHERE id=?", (image_id,)).fetchone()
+        if row is None:
+            raise CollectionError(f"no image with id {image_id} in {self.root}")
+        return _record(row)
+
+    def find(self, image_id: int) -> ImageRecord | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM images WHERE id=?", (image_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def by_path(self, path: str) -> ImageRecord | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM images WHERE path=?", (path,)).fetchone()
+        return None if row is None else _record(row)
+
+    def by_hash(self, digest: str) -> ImageRecord | None:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM images WHERE hash=? LIMIT 1", (digest,)
+        ).fetchone()
+        return None if row is None else _record(row)
+
+    def records(self, offset: int = 0, limit: int = -1) -> list[ImageRecord]:
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM images ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    def iter_records(self, batch: int = 10000) -> Iterator[ImageRecord]:
+        last = -1
+        while True:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM images WHERE id>? ORDER BY id LIMIT ?", (last, batch)
+            ).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield _record(r)
+            last = rows[-1][0]
+
+    def records_under(self, root: str) -> dict[str, ImageRecord]:
+        """Stored images at ``root`` or anywhere below it (path prefix on a folder boundary)."""
+        prefix = root.rstrip(os.sep) + os.sep
+        # GLOB is case-sensitive and uses the index-free scan; escape its wildcards.
+        escaped = "".join(f"[{c}]" if c in "*?[" else c for c in prefix)
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM images WHERE path=? OR path GLOB ?", (root, escaped + "*")
+        ).fetchall()
+        return {r[1]: _record(r) for r in rows}
+
+    def ids_and_paths(self, ids: Iterable[int]) -> dict[int, str]:
+        ids = [int(i) for i in ids]
+        out: dict[int, str] = {}
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                self._db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk)
+            )
+        return out
+
+    def skipped(self) -> list[dict[str, str]]:
+        rows = self._db.execute("SELECT path, reason FROM skipped ORDER BY path").fetchall()
+        return [{"path": p, "reason": r} for p, r in rows]
+
+    def skipped_entry(self, path: str) -> tuple[int, int, str] | None:
+        row = self._db.execute(
+            "SELECT size, mtime_ns, reason FROM skipped WHERE path=?", (path,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]), str(row[2]))
+
+    def get_value(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # ----- writing (each call is one atomic transaction) -------------------------------
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def add_images(self, images: Sequence[NewImage], vectors: FloatArray) -> list[int]:
+        """Add or replace images with their vectors, atomically. Returns their ids."""
+        if len(images) != len(vectors):
+            raise CollectionError("internal: images and vectors differ in number")
+        if not images:
+            return []
+        first = self._append_vectors(vectors)
+        now = time.time()
+        ids = []
+        with self._transaction() as db:
+            for i, im in enumerate(images):
+                db.execute("DELETE FROM skipped WHERE path=?", (im.path,))
+                db.execute(
+                    "INSERT INTO images (path, size, mtime_ns, hash, row, width, height,"
+                    " added_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET"
+                    " size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash,"
+                    " row=excluded.row, width=excluded.width, height=excluded.height",
+                    (im.path, im.size, im.mtime_ns, im.hash, first + i, im.width, im.height, now),
+                )
+                ids.append(db.execute("SELECT id FROM images WHERE path=?", (im.path,)).fetchone()[0])
+        return ids
+
+    def apply_changes(
+        self,
+        moves: Sequence[tuple[int, str, int, int]] = (),
+        touches: Sequence[tuple[int, int, int]] = (),
+        removals: Sequence[int] = (),
+        skips: Sequence[tuple[str, int, int, str]] = (),
+        unskips: Sequence[str] = (),
+    ) -> None:
+        """Metadata-only changes in one transaction.
+
+        moves: (id, new_path, size, mtime_ns); touches: (id, size, mtime_ns) for files whose
+        content is unchanged; removals: ids; skips: (path, size, mtime_ns, reason).
+        """
+        with self._transaction() as db:
+            db.executemany("DELETE FROM images WHERE id=?", [(i,) for i in removals])
+            db.executemany(
+                "UPDATE images SET path=?, size=?, mtime_ns=? WHERE id=?",
+                [(p, s, m, i) for i, p, s, m in moves],
+            )
+            db.executemany(
+                "UPDATE images SET size=?, mtime_ns=? WHERE id=?",
+                [(s, m, i) for i, s, m in touches],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO skipped (path, size, mtime_ns, reason) VALUES (?,?,?,?)",
+                skips,
+            )
+            db.executemany("DELETE FROM skipped WHERE path=?", [(p,) for p in unskips])
+
+    def set_value(self, key: str, value: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+    def dead_rows(self) -> int:
+        return self.vector_rows() - self.count()
+
+    def compact(self) -> int:
+        """Rewrite the vector file without dead rows. Returns the rows reclaimed.
+
+        Crash-safe: the new file is written and fsync'ed under a new name; one transaction
+        renumbers the rows and names the new file current; only then is the old one deleted.
+        """
+        total = self.vector_rows()
+        live = self._db.execute("SELECT id, row FROM images ORDER BY row").fetchall()
+        if total == len(live):
+            return 0
+        old = self.vectors_path
+        new_name = f"vectors-{time.time_ns()}.f32"
+        matrix = self.matrix()
+        with open(self.root / new_name, "wb") as fh:
+            for start in range(0, len(live), 65536):
+                rows = [r for _, r in live[start : start + 65536]]
+                fh.write(np.ascontiguousarray(matrix[rows], dtype=np.float32).tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._matrix_cache = None
+        del matrix
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE images SET row=? WHERE id=?", [(n, i) for n, (i, _) in enumerate(live)]
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES ('vectors_file', ?)", (new_name,)
+            )
+        old.unlink(missing_ok=True)
+        self._remove_stray_vector_files()
+        return total - len(live)
+
+    def _remove_stray_vector_files(self) -> None:
+        """Delete vector files left by a compaction that crashed before committing."""
+        current = self.vectors_path.name
+        for path in self.root.glob("vectors*.f32"):
+            if path.name != current:
+                path.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
