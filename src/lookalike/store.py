@@ -293,6 +293,14 @@ class Store:
         rows = self._db.execute("SELECT path, reason FROM skipped ORDER BY path").fetchall()
         return [{"path": p, "reason": r} for p, r in rows]
 
+    def skipped_under(self, root: str) -> list[str]:
+        prefix = root.rstrip(os.sep) + os.sep
+        escaped = "".join(f"[{c}]" if c in "*?[" else c for c in prefix)
+        rows = self._db.execute(
+            "SELECT path FROM skipped WHERE path=? OR path GLOB ?", (root, escaped + "*")
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def skipped_entry(self, path: str) -> tuple[int, int, str] | None:
         row = self._db.execute(
             "SELECT size, mtime_ns, reason FROM skipped WHERE path=?", (path,)
@@ -326,14 +334,15 @@ class Store:
         with self._transaction() as db:
             for i, im in enumerate(images):
                 db.execute("DELETE FROM skipped WHERE path=?", (im.path,))
-                db.execute(
+                # A changed file gets a new id, so search indexes see "old id gone, new id
+                # added" and never keep a stale vector under a live id.
+                db.execute("DELETE FROM images WHERE path=?", (im.path,))
+                cur = db.execute(
                     "INSERT INTO images (path, size, mtime_ns, hash, row, width, height,"
-                    " added_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET"
-                    " size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash,"
-                    " row=excluded.row, width=excluded.width, height=excluded.height",
+                    " added_at) VALUES (?,?,?,?,?,?,?,?)",
                     (im.path, im.size, im.mtime_ns, im.hash, first + i, im.width, im.height, now),
                 )
-                ids.append(db.execute("SELECT id FROM images WHERE path=?", (im.path,)).fetchone()[0])
+                ids.append(int(cur.lastrowid or 0))
         return ids
 
     def apply_changes(

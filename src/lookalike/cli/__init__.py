@@ -1,0 +1,63 @@
+"""The `lookalike` command. Each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from lookalike import __version__
+
+# (module, attribute) of each subcommand; a missing optional module just drops its command.
+_COMMANDS = (
+    ("lookalike.cli.index_cmd", "index_command"),
+    ("lookalike.cli.search_cmd", "search_command"),
+    ("lookalike.cli.duplicates_cmd", "duplicates_command"),
+    ("lookalike.cli.info_cmd", "info_command"),
+    ("lookalike.cli.models_cmd", "models_command"),
+    ("lookalike.cli.eval_cmd", "eval_command"),
+    ("lookalike.cli.fit_cmd", "fit_command"),
+    ("lookalike.cli.serve_cmd", "serve_command"),
+)
+
+
+class LookalikeGroup(click.Group):
+    """Turns library errors into one clear line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from lookalike.errors import LookalikeError
+
+        try:
+            return super().invoke(ctx)
+        except LookalikeError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted: work committed so far is kept; run again to resume", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=LookalikeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lookalike")
+def cli() -> None:
+    """Find the images that look most like a query image, over your own folders.
+
+    \b
+    Examples:
+      lookalike index ~/Pictures            # embed new/changed images (incremental)
+      lookalike search photo.jpg -k 5       # the 5 most similar indexed images
+      lookalike duplicates --threshold 0.97 # groups of near-identical images
+    """
+
+
+for _module, _attr in _COMMANDS:
+    try:
+        cli.add_command(getattr(importlib.import_module(_module), _attr))
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _module:
+            raise
+
+
+def main() -> None:
+    cli(prog_name="lookalike")

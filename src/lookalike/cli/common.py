@@ -1,0 +1,107 @@
+"""Options and output helpers shared by the CLI commands. The CLI only parses and formats;
+the work happens in the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def db_option(f: F) -> F:
+    return click.option(
+        "--db",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="LOOKALIKE_DB",
+        default=None,
+        help="Collection folder (env LOOKALIKE_DB; default: 'lookalike' in your data dir).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(f)
+
+
+def model_options(f: F) -> F:
+    """--model/--weights/--pool/--adapter, as used by index, search and eval."""
+    f = click.option(
+        "--adapter",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        default=None,
+        help="A feature adapter made by `lookalike fit`.",
+    )(f)
+    f = click.option(
+        "--pool",
+        type=click.Choice(["avg", "gem"]),
+        default="avg",
+        show_default=True,
+        help="Global pooling of the last feature map.",
+    )(f)
+    f = click.option(
+        "--weights",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        default=None,
+        help="Load the model's weights from this file.",
+    )(f)
+    return click.option(
+        "--model",
+        default=None,
+        help="Model name (see `lookalike models`); default: the collection's, or "
+        "efficientnet-lite0 for a new one.",
+    )(f)
+
+
+def build_model_options(weights: Path | None, pool: str) -> Any:
+    from lookalike.models import ModelOptions
+
+    return ModelOptions(weights=weights, pool=pool)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def progress_bar(description: str, enabled: bool) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar (rate, ETA) on stderr, only when stderr is a terminal."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task(description, total=None, rate="")
+
+        def update(done: int, total: int) -> None:
+            elapsed = progress.tasks[0].elapsed or 0.0
+            rate = f"{done / elapsed:.1f} img/s" if elapsed > 0 and done else ""
+            progress.update(task, completed=done, total=total, rate=rate)
+
+        yield update

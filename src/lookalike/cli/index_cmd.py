@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lookalike.cli.common import (
+    build_model_options,
+    db_option,
+    emit_json,
+    json_option,
+    model_options,
+    progress_bar,
+    stderr_is_terminal,
+)
+
+
+@click.command("index")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@db_option
+@model_options
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@json_option
+def index_command(
+    paths: tuple[Path, ...],
+    db: Path | None,
+    model: str | None,
+    weights: Path | None,
+    pool: str,
+    adapter: Path | None,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Embed the images under PATHS into the collection (only new or changed files).
+
+    Files that can't be read are skipped and listed; the run still succeeds.
+
+    \b
+    Examples:
+      lookalike index ~/Pictures ~/Downloads
+      lookalike index photos/ --db ./my-db --model efficientnet-lite2 --json
+    """
+    from lookalike.collection import Collection
+
+    with Collection.open(
+        db,
+        model=model,
+        model_options=build_model_options(weights, pool),
+        adapter=adapter,
+        create=True,
+    ) as col, progress_bar("embedding", stderr_is_terminal()) as progress:
+        report = col.index(list(paths), batch_size=batch_size, progress=progress)
+    if as_json:
+        emit_json(report.to_json())
+        return
+    click.echo(
+        f"{report.added} added, {report.updated} updated, {report.moved} moved, "
+        f"{report.removed} removed, {report.unchanged} unchanged; "
+        f"{report.total} images in the collection ({report.model})"
+    )
+    if report.ignored:
+        click.echo(f"{report.ignored} non-image files ignored")
+    for skip in report.skipped:
+        click.echo(f"skipped {skip.path}: {skip.reason}", err=True)

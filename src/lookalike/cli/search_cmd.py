@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lookalike.cli.common import build_model_options, db_option, emit_json, json_option
+
+
+@click.command("search")
+@click.argument("queries", nargs=-1, type=click.Path(path_type=Path))
+@db_option
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine", show_default=True
+)
+@click.option("--all", "all_images", is_flag=True, help="List every indexed image's neighbours.")
+@click.option(
+    "--sheet",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a contact sheet PNG: each query beside its neighbours with rank and score.",
+)
+@click.option("--model", default=None, help="Must match the collection's model if given.")
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--pool", type=click.Choice(["avg", "gem"]), default="avg")
+@click.option("--adapter", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@json_option
+def search_command(
+    queries: tuple[Path, ...],
+    db: Path | None,
+    k: int,
+    metric: str,
+    all_images: bool,
+    sheet: Path | None,
+    model: str | None,
+    weights: Path | None,
+    pool: str,
+    adapter: Path | None,
+    as_json: bool,
+) -> None:
+    """The k indexed images most similar to each QUERY image.
+
+    Score is the cosine similarity (1 = identical direction); with --metric euclidean the
+    distance between the normalised vectors is shown too (same ranking).
+
+    \b
+    Examples:
+      lookalike search cat.jpg -k 5
+      lookalike search a.jpg b.png --json --sheet neighbours.png
+      lookalike search --all -k 3 --json
+    """
+    from lookalike.collection import Collection
+
+    if bool(queries) == all_images:
+        raise click.UsageError("give QUERY images, or --all (not both)")
+    with Collection.open(
+        db, model=model, model_options=build_model_options(weights, pool), adapter=adapter
+    ) as col:
+        if all_images:
+            results = list(col.search_all(k=k, metric=metric))
+        else:
+            results = col.search(list(queries), k=k, metric=metric)
+    if sheet is not None:
+        from lookalike.sheet import contact_sheet
+
+        rows = [
+            (r.query, [(h.path, f"#{h.rank} {h.score:.3f}") for h in r.results]) for r in results
+        ]
+        contact_sheet(rows).save(sheet)
+    if as_json:
+        emit_json([r.to_json() for r in results])
+        return
+    for result in results:
+        click.echo(result.query)
+        for hit in result.results:
+            extra = f"  distance {hit.distance:.4f}" if hit.distance is not None else ""
+            click.echo(f"  {hit.rank:>3}. {hit.score:.4f}{extra}  {hit.path}")
+    if sheet is not None:
+        click.echo(f"contact sheet written to {sheet}", err=True)

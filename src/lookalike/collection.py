@@ -1,0 +1,327 @@
+"""The Collection: a folder of indexed images you can search. Ties together the store
+(what is indexed), the embedder (how images become vectors) and the search index."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lookalike.duplicates import duplicate_groups, neighbour_batches
+from lookalike.errors import CollectionError, ImageReadError, ModelMismatchError
+from lookalike.images import load_image
+from lookalike.index.base import MISSING_ID, SearchHits
+from lookalike.index.manager import IndexManager
+from lookalike.indexer import IndexReport, ProgressFn, index_paths
+from lookalike.models import DEFAULT_MODEL, Embedder, ModelOptions, create_embedder
+from lookalike.paths import default_db
+from lookalike.results import METRICS, DuplicateGroup, Hit, QueryResult
+from lookalike.store import ImageRecord, Store
+from lookalike.vectors import FloatArray, IdArray, cosine_to_euclidean
+
+Query = str | os.PathLike[str] | Image.Image
+
+
+class Collection:
+    """Open with ``Collection.open``; use as a context manager or call ``close``."""
+
+    def __init__(
+        self,
+        store: Store,
+        model_options: ModelOptions | None = None,
+        adapter: Path | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self.store = store
+        self.model_options = model_options or ModelOptions()
+        self.adapter_path = adapter
+        self._embedder = embedder
+        settings = store.manifest.get("index", {})
+        self.indexes = IndexManager(
+            store, kind=settings.get("kind", "auto"), memory_budget=settings.get("memory_budget")
+        )
+
+    # ----- opening ---------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        db: str | os.PathLike[str] | None = None,
+        *,
+        model: str | None = None,
+        model_options: ModelOptions | None = None,
+        adapter: str | os.PathLike[str] | None = None,
+        create: bool = False,
+    ) -> Collection:
+        root = Path(db).expanduser() if db is not None else default_db()
+        adapter_path = Path(adapter).expanduser().absolute() if adapter else None
+        manifest = Store.read_manifest(root)
+        if manifest is None:
+            if not create:
+                raise CollectionError(
+                    f"{root}: no collection here yet; index some images first: "
+                    f"`lookalike index PATH --db {root}`"
+                )
+            embedder = _build_embedder(model or DEFAULT_MODEL, model_options, adapter_path)
+            store = Store.create(
+                root,
+                {
+                    "model": embedder.info.identity(),
+                    "adapter": _adapter_identity(embedder),
+                    "index": {"kind": "auto"},
+                },
+            )
+            return cls(store, model_options, adapter_path, embedder)
+        stored_name = manifest["model"]["model"]
+        if model is not None and model != stored_name:
+            raise ModelMismatchError(
+                f"{root} holds vectors from model {stored_name!r}, not {model!r}; "
+                f"index with --model {stored_name}, or use another --db folder for {model!r}"
+            )
+        if adapter_path is None and manifest.get("adapter"):
+            adapter_path = Path(manifest["adapter"]["path"])
+        return cls(Store(root, manifest), model_options, adapter_path)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ----- the model -------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return str(self.store.manifest["model"]["model"])
+
+    @property
+    def embedder(self) -> Embedder:
+        """The collection's model, built on first use and checked against the manifest."""
+        if self._embedder is None:
+            self._embedder = _build_embedder(
+                self.model_name, self.model_options, self.adapter_path
+            )
+        self._check_identity(self._embedder)
+        return self._embedder
+
+    def _check_identity(self, embedder: Embedder) -> None:
+        stored = self.store.manifest["model"]
+        ours = embedder.info.identity()
+        if stored != ours:
+            diff = sorted(k for k in set(stored) | set(ours) if stored.get(k) != ours.get(k))
+            raise ModelMismatchError(
+                f"{self.store.root} was built with {stored['model']!r} "
+                f"(differs in {', '.join(diff)}); vectors from different models can't be "
+                "mixed: use the same model options, or another --db folder"
+            )
+        if self.store.manifest.get("adapter") != _adapter_identity(embedder):
+            raise ModelMismatchError(
+                f"{self.store.root} was built with adapter "
+                f"{(self.store.manifest.get('adapter') or {}).get('path')!r}, not "
+                f"{str(self.adapter_path) if self.adapter_path else None!r}; "
+                "use the same --adapter, or another --db folder"
+            )
+
+    # ----- indexing --------------------------------------------------------------------
+    def index(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        batch_size: int = 32,
+        progress: ProgressFn | None = None,
+    ) -> IndexReport:
+        """Add new/changed images under ``paths``, drop deleted ones; see IndexReport."""
+        embedder = self.embedder
+        self.store.lock()
+        try:
+            report = index_paths(self.store, embedder, paths, batch_size, progress)
+            report.index = self.indexes.sync()
+        finally:
+            self.store.unlock()
+        return report
+
+    # ----- reading ---------------------------------------------------------------------
+    def count(self) -> int:
+        return self.store.count()
+
+    def get(self, image_id: int) -> ImageRecord:
+        return self.store.get(image_id)
+
+    def records(self, offset: int = 0, limit: int = 100) -> list[ImageRecord]:
+        return self.store.records(offset, limit)
+
+    def info(self) -> dict[str, Any]:
+        manifest = self.store.manifest
+        files = [p for p in self.store.root.iterdir() if p.is_file()]
+        return {
+            "db": str(self.store.root.absolute()),
+            "model": self.model_name,
+            "dim": self.store.dim,
+            "count": self.count(),
+            "bytes": sum(p.stat().st_size for p in files),
+            "vector_rows": self.store.vector_rows(),
+            "skipped": self.store.skipped(),
+            "model_identity": manifest["model"],
+            "adapter": manifest.get("adapter"),
+            "format_version": manifest["format_version"],
+            "index": self.indexes.describe(),
+        }
+
+    # ----- searching -------------------------------------------------------------------
+    def embed_images(self, images: Sequence[Image.Image]) -> FloatArray:
+        return self.embedder.embed_images(list(images))
+
+    def search(
+        self, queries: Sequence[Query], k: int = 10, metric: str = "cosine", batch_size: int = 32
+    ) -> list[QueryResult]:
+        """Top-k look-alikes of each query (image files or PIL images).
+
+        A query that is itself an indexed file is left out of its own results. A query
+        file that cannot be read raises ImageReadError naming it.
+        """
+        _check_search_args(k, metric)
+        labels: list[str] = []
+        vectors = np.zeros((len(queries), self.store.dim), dtype=np.float32)
+        exclude = np.full(len(queries), MISSING_ID, dtype=np.int64)
+        to_embed: list[tuple[int, Image.Image]] = []
+        for i, query in enumerate(queries):
+            if isinstance(query, Image.Image):
+                labels.append(f"<image {i}>")
+                to_embed.append((i, query.convert("RGB")))
+                continue
+            path = Path(query).expanduser().absolute()
+            labels.append(str(path))
+            record = self.store.by_path(str(path))
+            if record is not None and _unchanged(path, record):
+                vectors[i] = self.store.matrix()[record.row]
+                exclude[i] = record.id
+            else:
+                if record is not None:
+                    exclude[i] = record.id
+                to_embed.append((i, load_image(path, min_side=self.embedder.draft_size)))
+        for start in range(0, len(to_embed), batch_size):
+            chunk = to_embed[start : start + batch_size]
+            vectors[[i for i, _ in chunk]] = self.embed_images([im for _, im in chunk])
+        hits = self.search_vectors(vectors, k, metric, exclude_ids=exclude)
+        return [QueryResult(q, h) for q, h in zip(labels, hits, strict=True)]
+
+    def search_by_id(
+        self, ids: Sequence[int], k: int = 10, metric: str = "cosine"
+    ) -> list[QueryResult]:
+        """"More like this": neighbours of indexed images, themselves excluded."""
+        _check_search_args(k, metric)
+        records = [self.store.get(int(i)) for i in ids]
+        vectors = self.store.vectors_for([r.id for r in records])
+        exclude = np.array([r.id for r in records], dtype=np.int64)
+        hits = self.search_vectors(vectors, k, metric, exclude_ids=exclude)
+        return [QueryResult(r.path, h) for r, h in zip(records, hits, strict=True)]
+
+    def search_all(
+        self, k: int = 10, metric: str = "cosine", batch: int = 512
+    ) -> Iterator[QueryResult]:
+        """Each indexed image's k nearest neighbours, streamed in batches."""
+        _check_search_args(k, metric)
+        ids: list[int] = []
+        for record in self.store.iter_records():
+            ids.append(record.id)
+            if len(ids) == batch:
+                yield from self.search_by_id(ids, k, metric)
+                ids = []
+        if ids:
+            yield from self.search_by_id(ids, k, metric)
+
+    def search_vectors(
+        self,
+        vectors: FloatArray,
+        k: int = 10,
+        metric: str = "cosine",
+        exclude_ids: IdArray | None = None,
+    ) -> list[list[Hit]]:
+        _check_search_args(k, metric)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if len(vectors) == 0:
+            return []
+        excluding = exclude_ids is not None and bool(np.any(exclude_ids != MISSING_ID))
+        raw = self.indexes.search(vectors, k + 1 if excluding else k)
+        return self._to_hits(raw, k, metric, exclude_ids)
+
+    def _to_hits(
+        self, raw: SearchHits, k: int, metric: str, exclude_ids: IdArray | None
+    ) -> list[list[Hit]]:
+        found = raw.ids[raw.ids != MISSING_ID]
+        paths = self.store.ids_and_paths(np.unique(found).tolist())
+        out: list[list[Hit]] = []
+        for row in range(raw.ids.shape[0]):
+            skip = int(exclude_ids[row]) if exclude_ids is not None else MISSING_ID
+            hits: list[Hit] = []
+            for image_id, score in zip(raw.ids[row], raw.scores[row], strict=True):
+                if image_id == MISSING_ID or image_id == skip or int(image_id) not in paths:
+                    continue
+                distance = (
+                    float(cosine_to_euclidean(score)) if metric == "euclidean" else None
+                )
+                hits.append(Hit(len(hits) + 1, int(image_id), paths[int(image_id)],
+                                float(score), distance))
+                if len(hits) == k:
+                    break
+            out.append(hits)
+        return out
+
+    # ----- near duplicates -------------------------------------------------------------
+    def duplicates(self, threshold: float = 0.95, k: int = 10) -> list[DuplicateGroup]:
+        """Groups of images whose similarity is >= threshold (via a k-NN graph)."""
+        if not -1.0 <= threshold <= 1.0:
+            raise CollectionError(f"threshold must be between -1 and 1, got {threshold}")
+        ids = np.array([r.id for r in self.store.iter_records()], dtype=np.int64)
+        batches = neighbour_batches(
+            ids,
+            lambda chunk: self.store.vectors_for(chunk.tolist()),
+            self.indexes.search,
+            k + 1,
+        )
+        groups = duplicate_groups(batches, threshold)
+        paths = self.store.ids_and_paths([i for g, _ in groups for i in g])
+        return [DuplicateGroup(g, [paths[i] for i in g], s) for g, s in groups]
+
+
+def _unchanged(path: Path, record: ImageRecord) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_size == record.size and st.st_mtime_ns == record.mtime_ns
+
+
+def _check_search_args(k: int, metric: str) -> None:
+    if k < 1:
+        raise CollectionError(f"k must be at least 1, got {k}")
+    if metric not in METRICS:
+        raise CollectionError(f"unknown metric {metric!r}; use one of: {', '.join(METRICS)}")
+
+
+def _build_embedder(name: str, options: ModelOptions | None, adapter: Path | None) -> Embedder:
+    embedder = create_embedder(name, options)
+    if adapter is not None:
+        from lookalike.adapters import apply_adapter
+
+        embedder = apply_adapter(embedder, adapter)
+    return embedder
+
+
+def _adapter_identity(embedder: Embedder) -> dict[str, Any] | None:
+    identity = getattr(embedder, "adapter_identity", None)
+    return identity() if callable(identity) else None
+
+
+__all__ = ["Collection", "ImageReadError"]
