@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: sets up .venv if needed, then lint, type-check and the full test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-venv.sh
+# Headless Chromium for the browser end-to-end test (Debian packages; needs root or sudo).
+bash scripts/install-browser.sh || echo "warning: could not install chromium; the browser test will be skipped" >&2
+.venv/bin/ruff check src tests benchmarks
+.venv/bin/mypy
+# Isolated user state: tests must never touch the user's real collection or cache.
+export LOOKALIKE_DB="${TMPDIR:-/tmp}/lookalike-test-db-$$"
+.venv/bin/python -m pytest -q "$@"
