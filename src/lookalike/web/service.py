@@ -1,0 +1,94 @@
+"""One Collection shared by the server's worker threads.
+
+FastAPI runs the (sync) endpoints in a thread pool, while the collection's SQLite
+connection and the embedder are not meant for concurrent use: store reads and model
+calls each go through their own lock, so an upload being embedded does not hold up
+thumbnails and browsing.
+
+A server runs for days while `lookalike index` may add to the same collection from
+another process: searches check whether the stored vectors changed and, if so, start
+from a fresh view of the search index (the model is kept).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from PIL import Image
+
+from lookalike.collection import Collection
+from lookalike.results import DuplicateGroup, QueryResult
+from lookalike.store import ImageRecord
+
+
+class CollectionService:
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+        self._store_lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        self._draft_size: int | None = None
+        self._seen: tuple[str, int, int] | None = None
+
+    def warm_up(self) -> None:
+        """Build the model now, so a bad model fails at startup, not on the first query."""
+        with self._model_lock:
+            embedder = self.collection.embedder
+            side = max(embedder.draft_size, 32)
+            embedder.embed_images([Image.new("RGB", (side, side), (128, 128, 128))])
+            self._draft_size = embedder.draft_size
+
+    @property
+    def draft_size(self) -> int:
+        """Smallest side the model needs: JPEG uploads are decoded down to it."""
+        if self._draft_size is None:
+            with self._model_lock:
+                self._draft_size = self.collection.embedder.draft_size
+        return self._draft_size
+
+    def _follow_disk(self) -> None:
+        """Call with the store lock held: pick up vectors another process added since."""
+        store = self.collection.store
+        now = (store.vectors_path.name, store.vector_rows(), store.count())
+        if self._seen is not None and now != self._seen:
+            old = self.collection
+            # Same store and model; a new Collection builds a new view of the index.
+            self.collection = Collection(store, old.model_options, old.adapter_path, old.embedder)
+        self._seen = now
+
+    def search_image(self, image: Image.Image, label: str, k: int, metric: str) -> QueryResult:
+        with self._model_lock:
+            vectors = self.collection.embed_images([image])
+        with self._store_lock:
+            self._follow_disk()
+            hits = self.collection.search_vectors(vectors, k, metric)
+        return QueryResult(label, hits[0])
+
+    def search_id(self, image_id: int, k: int, metric: str) -> QueryResult | None:
+        """More like this: neighbours of an indexed image; None when there is no such id."""
+        with self._store_lock:
+            self._follow_disk()
+            if self.collection.store.find(image_id) is None:
+                return None
+            return self.collection.search_by_id([image_id], k, metric)[0]
+
+    def find(self, image_id: int) -> ImageRecord | None:
+        with self._store_lock:
+            return self.collection.store.find(image_id)
+
+    def page(self, offset: int, limit: int) -> tuple[int, list[ImageRecord]]:
+        with self._store_lock:
+            return self.collection.count(), self.collection.records(offset, limit)
+
+    def duplicates(self, threshold: float) -> list[DuplicateGroup]:
+        with self._store_lock:
+            self._follow_disk()
+            return self.collection.duplicates(threshold=threshold)
+
+    def info(self) -> dict[str, Any]:
+        with self._store_lock:
+            return self.collection.info()
+
+    def close(self) -> None:
+        with self._store_lock:
+            self.collection.close()
