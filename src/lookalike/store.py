@@ -103,7 +103,7 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._lock_fh: Any = None
-        self._matrix_cache: tuple[int, FloatArray] | None = None
+        self._matrix_cache: tuple[tuple[str, int], FloatArray] | None = None
 
     # ----- opening ---------------------------------------------------------------------
     @staticmethod
@@ -201,13 +201,15 @@ class Store:
     def matrix(self) -> FloatArray:
         """All vector rows (live and dead), memory-mapped read-only."""
         rows = self.vector_rows()
-        if self._matrix_cache is not None and self._matrix_cache[0] == rows:
+        # Keyed by file name too: another process's compaction switches files.
+        key = (self.vectors_path.name, rows)
+        if self._matrix_cache is not None and self._matrix_cache[0] == key:
             return self._matrix_cache[1]
         if rows == 0:
             mat: FloatArray = np.zeros((0, self.dim), dtype=np.float32)
         else:
             mat = np.memmap(self.vectors_path, dtype=np.float32, mode="r", shape=(rows, self.dim))
-        self._matrix_cache = (rows, mat)
+        self._matrix_cache = (key, mat)
         return mat
 
     def row_ids(self) -> IdArray:
