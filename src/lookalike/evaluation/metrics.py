@@ -42,7 +42,9 @@ MISSING_LABEL = -1
 _VOTE_CELLS = 4_000_000  # knn_vote works on (queries, k, k) blocks of at most this many cells
 
 
-def relevance(query_labels: npt.ArrayLike, neighbour_labels: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+def relevance(
+    query_labels: npt.ArrayLike, neighbour_labels: npt.ArrayLike
+) -> npt.NDArray[np.bool_]:
     """(q, k) True where a neighbour has the query's class."""
     q = np.asarray(query_labels, dtype=np.int64)
     n = np.asarray(neighbour_labels, dtype=np.int64)
@@ -164,7 +166,7 @@ def top_confusions(
                 "true": class_names[true],
                 "predicted": class_names[pred],
                 "count": int(m[true, pred]),
-                "share": float(m[true, pred] / row_total) if row_total else 0.0,
+                "share": round(float(m[true, pred] / row_total), 6) if row_total else 0.0,
             }
         )
     return out

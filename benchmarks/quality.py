@@ -1,0 +1,148 @@
+"""The retrieval-quality table: each model available here on Fashion-MNIST test and on the
+near-duplicate set, with raw-pixels as the baseline row.
+
+Usage:
+    python benchmarks/quality.py [--models a,b] [--datasets fashion-mnist,near-duplicates]
+                                 [--work DIR] [-k 10] [--markdown]
+
+- fashion-mnist: leave-one-out over the 10,000 test images (Debian's dataset-fashion-mnist);
+  precision@k, mAP@k, recall@k, k-NN accuracy.
+- near-duplicates: the altered copies of benchmarks/near_duplicates.py as queries against
+  originals + distractors; recall@1 and mAP@k of finding the original (mAP@k here is the
+  mean reciprocal rank within k, each query having exactly one original), and recall@1
+  per alteration.
+
+Datasets are written under --work (default: <lookalike cache>/benchmark-data) once; the
+embeddings are cached by `lookalike eval`'s cache, so a rerun only scores. Prints one JSON
+object per (dataset, model); --markdown also prints the table rows on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from datasets import write_fashion_mnist
+from lookalike.evaluation.metrics import recall_at_k
+from lookalike.evaluation.runner import EvalResult, evaluate
+from lookalike.models import list_models
+from lookalike.paths import cache_dir
+from near_duplicates import build as build_near_duplicates
+
+DATASETS = ("fashion-mnist", "near-duplicates")
+BASELINE = "raw-pixels"
+
+
+def available_models() -> list[str]:
+    """Every registered model whose weights are on this machine, the baseline first."""
+    names = [m.name for m in list_models() if m.weights_available()]
+    return sorted(names, key=lambda n: (n != BASELINE, n))
+
+
+def prepare(dataset: str, work: Path) -> tuple[Path, Path | None]:
+    """(gallery folder, query folder or None for leave-one-out), written if missing."""
+    if dataset == "fashion-mnist":
+        folder = work / "fashion-mnist-test"
+        write_fashion_mnist(folder, split="test")
+        return folder, None
+    if dataset == "near-duplicates":
+        folder = work / "near-duplicates"
+        if not (folder / "manifest.json").exists():
+            build_near_duplicates(folder)
+        return folder / "gallery", folder / "queries"
+    raise SystemExit(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+
+
+def recall_at_1(result: EvalResult) -> np.ndarray:
+    """(q,) recall@1 of each query (NaN where nothing is relevant)."""
+    labels = result.neighbour_labels()[:, :1]
+    return recall_at_k(result.scores.query_labels, labels, result.n_relevant)
+
+
+def row(dataset: str, result: EvalResult, seconds: float) -> dict[str, Any]:
+    data = result.to_json()
+    out: dict[str, Any] = {
+        "dataset": dataset,
+        "model": result.model,
+        "k": result.k,
+        "mode": result.mode,
+        "queries": data["queries"],
+        "gallery": data["gallery"],
+        "precision_at_k": data["precision_at_k"],
+        "map_at_k": data["map_at_k"],
+        "recall_at_k": data["recall_at_k"],
+        "knn_accuracy": data["knn_accuracy"],
+        "embedded": result.embedded,
+        "embed_seconds": data["embed_seconds"],
+        "seconds": round(seconds, 2),
+    }
+    if result.embedded:
+        out["images_per_second"] = round(result.embedded / max(result.embed_seconds, 1e-9), 1)
+    if dataset == "near-duplicates":
+        # One original per query: recall@1 = "the original is the nearest neighbour".
+        out["recall_at_1"] = round(float(np.nanmean(recall_at_1(result))), 6)
+        # Query files are named after their alteration (crop.png, jpeg20.jpg, ...).
+        per_query = recall_at_1(result)
+        alterations = [Path(p).stem for p in result.query_paths]
+        out["recall_at_1_by_alteration"] = {
+            name: round(float(np.nanmean(per_query[[a == name for a in alterations]])), 4)
+            for name in dict.fromkeys(alterations)
+        }
+    return out
+
+
+def markdown(rows: list[dict[str, Any]], k: int) -> str:
+    def f(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    lines = [
+        f"| model | FMNIST P@{k} | FMNIST mAP@{k} | FMNIST R@{k} | FMNIST k-NN acc | "
+        f"near-dup recall@1 | near-dup mAP@{k} |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for model in models:
+        fm = next((r for r in rows if r["model"] == model and r["dataset"] == DATASETS[0]), {})
+        nd = next((r for r in rows if r["model"] == model and r["dataset"] == DATASETS[1]), {})
+        lines.append(
+            f"| {model} | {f(fm.get('precision_at_k'))} | {f(fm.get('map_at_k'))} | "
+            f"{f(fm.get('recall_at_k'))} | {f(fm.get('knn_accuracy'))} | "
+            f"{f(nd.get('recall_at_1'))} | {f(nd.get('map_at_k'))} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=None, help="comma-separated (default: all here)")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+
+    models = args.models.split(",") if args.models else available_models()
+    work = args.work or cache_dir() / "benchmark-data"
+    rows = []
+    for dataset in args.datasets.split(","):
+        gallery, queries = prepare(dataset, work)
+        for model in models:
+            started = time.perf_counter()
+            result = evaluate(gallery, model, k=args.k, queries_dir=queries)
+            rows.append(row(dataset, result, time.perf_counter() - started))
+            print(json.dumps(rows[-1]), flush=True)
+    if args.markdown:
+        print(markdown(rows, args.k), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

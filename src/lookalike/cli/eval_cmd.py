@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from lookalike.cli.common import (
+    build_model_options,
+    emit_json,
+    json_option,
+    model_options,
+    progress_bar,
+    stderr_is_terminal,
+)
+
+if TYPE_CHECKING:
+    from lookalike.evaluation.runner import EvalResult
+
+
+def _model_names(spec: str | None) -> list[str]:
+    """Split "a,b" into ["a", "b"] (order kept, repeats dropped); None: the default model."""
+    from lookalike.models import DEFAULT_MODEL
+
+    if spec is None:
+        return [DEFAULT_MODEL]
+    names = list(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
+    if not names:
+        raise click.BadParameter("give at least one model name", param_hint="--model")
+    return names
+
+
+@click.command("eval")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@model_options
+@click.option(
+    "-k",
+    "k",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Neighbours per query.",
+)
+@click.option(
+    "--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine", show_default=True
+)
+@click.option(
+    "--queries",
+    "queries_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A separate query set laid out class/image (default: leave-one-out).",
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write a Markdown report with PNG plots and contact sheets to this folder.",
+)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@json_option
+def eval_command(
+    dataset_dir: Path,
+    model: str | None,
+    weights: Path | None,
+    pool: str | None,
+    adapter: Path | None,
+    k: int,
+    metric: str,
+    queries_dir: Path | None,
+    report_dir: Path | None,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Measure retrieval quality on labelled images laid out DATASET_DIR/class/image.
+
+    Each image is a query against all the others (leave-one-out), or with --queries each
+    image of a second folder is a query against DATASET_DIR. A neighbour is relevant when
+    it has the query's class. Reports precision@k, mAP@k, recall@k and k-NN vote accuracy,
+    overall and per class, and which classes get confused. --model takes one name or
+    several separated by commas, printed side by side (default: efficientnet-lite0).
+    Embeddings are cached, so a second run on the same folder and model embeds nothing.
+
+    \b
+    Examples:
+      lookalike eval imagenette/val -k 10
+      lookalike eval gallery/ --queries copies/ --model raw-pixels,efficientnet-lite0
+      lookalike eval fashion-mnist/ --json --report out/
+    """
+    from lookalike.evaluation.runner import evaluate
+
+    names = _model_names(model)
+    if weights is not None and len(names) > 1:
+        raise click.UsageError("--weights applies to one model; give a single --model")
+    if report_dir is not None and importlib.util.find_spec("matplotlib") is None:
+        # Checked before embedding, which may take minutes.
+        raise click.UsageError("--report needs matplotlib: pip install 'lookalike[eval]'")
+    options = build_model_options(weights, pool)
+    results = []
+    for name in names:
+        with progress_bar(f"embedding ({name})", stderr_is_terminal()) as progress:
+            results.append(
+                evaluate(
+                    dataset_dir,
+                    name,
+                    k=k,
+                    metric=metric,
+                    queries_dir=queries_dir,
+                    model_options=options,
+                    adapter=adapter,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+            )
+    if report_dir is not None:
+        from lookalike.evaluation.report import write_report
+
+        written = write_report(results, report_dir)
+    if as_json:
+        data = [r.to_json() for r in results]
+        emit_json(data[0] if len(data) == 1 else data)
+    else:
+        _print_tables(results)
+    for path, reason in results[0].skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)
+    if report_dir is not None:
+        click.echo(f"report written to {written}", err=True)
+
+
+def _print_tables(results: list[EvalResult]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lookalike.evaluation.metrics import top_confusions
+    from lookalike.evaluation.report import per_class_rows
+
+    def fmt(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    console = Console()
+    first = results[0]
+    k = first.k
+    if first.mode == "leave-one-out":
+        title = f"{first.dataset}: leave-one-out, {len(first.query_paths)} images"
+    else:
+        title = f"{first.queries_dir} ({len(first.query_paths)}) against {first.dataset}"
+    summary = Table(title=f"{title}, k={k}, {first.metric}")
+    summary.add_column("model", no_wrap=True)
+    for column in ("queries", f"P@{k}", f"mAP@{k}", f"R@{k}", "k-NN acc", "embedded"):
+        summary.add_column(column, justify="right")
+    for r in results:
+        o = r.scores.overall()
+        summary.add_row(
+            r.model,
+            str(len(r.query_paths)),
+            fmt(o["precision_at_k"]),
+            fmt(o["map_at_k"]),
+            fmt(o["recall_at_k"]),
+            fmt(o["knn_accuracy"]),
+            f"{r.embedded} ({r.embed_seconds:.1f}s)",
+        )
+    console.print(summary)
+
+    # One model: P@k and mAP@k per class; several: P@k of each (the report has both).
+    single = len(results) == 1
+    per_class = Table(title="per class")
+    per_class.add_column("class")
+    per_class.add_column("queries", justify="right")
+    for r in results:
+        per_class.add_column(f"P@{k}" if single else f"P@{k} {r.model}", justify="right")
+        if single:
+            per_class.add_column(f"mAP@{k}", justify="right")
+    for name, queries, values in per_class_rows(results):
+        shown = values if single else values[::2]  # values: P, mAP of each model in turn
+        per_class.add_row(name, str(queries), *(fmt(v) for v in shown))
+    console.print(per_class)
+
+    for r in results:
+        confusions = top_confusions(r.scores.confusion, r.class_names, limit=5)
+        if confusions:
+            console.print(f"most confused ({r.model}, k-NN vote):")
+            for c in confusions:
+                console.print(
+                    f"  {c['true']} -> {c['predicted']}: {c['count']} "
+                    f"({100 * c['share']:.0f}% of {c['true']})",
+                    highlight=False,
+                )
