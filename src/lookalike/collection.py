@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -13,9 +12,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lookalike.adapters import same_adapter
 from lookalike.duplicates import duplicate_groups, neighbour_batches
 from lookalike.errors import CollectionError, ImageReadError, ModelMismatchError
-from lookalike.images import load_image
+from lookalike.images import absolute, load_image
 from lookalike.index.base import MISSING_ID, SearchHits
 from lookalike.index.manager import IndexManager
 from lookalike.indexer import IndexReport, ProgressFn, index_paths
@@ -85,6 +85,8 @@ class Collection:
             )
         if adapter_path is None and manifest.get("adapter"):
             adapter_path = Path(manifest["adapter"]["path"])
+        if model_options is None:
+            model_options = _stored_options(manifest)
         return cls(Store(root, manifest), model_options, adapter_path)
 
     def close(self) -> None:
@@ -110,9 +112,7 @@ class Collection:
     def embedder(self) -> Embedder:
         """The collection's model, built on first use and checked against the manifest."""
         if self._embedder is None:
-            self._embedder = _build_embedder(
-                self.model_name, self.model_options, self.adapter_path
-            )
+            self._embedder = _build_embedder(self.model_name, self.model_options, self.adapter_path)
         self._check_identity(self._embedder)
         return self._embedder
 
@@ -126,7 +126,7 @@ class Collection:
                 f"(differs in {', '.join(diff)}); vectors from different models can't be "
                 "mixed: use the same model options, or another --db folder"
             )
-        if self.store.manifest.get("adapter") != _adapter_identity(embedder):
+        if not same_adapter(self.store.manifest.get("adapter"), _adapter_identity(embedder)):
             raise ModelMismatchError(
                 f"{self.store.root} was built with adapter "
                 f"{(self.store.manifest.get('adapter') or {}).get('path')!r}, not "
@@ -200,7 +200,7 @@ class Collection:
                 labels.append(f"<image {i}>")
                 to_embed.append((i, query.convert("RGB")))
                 continue
-            path = Path(query).expanduser().absolute()
+            path = absolute(query)  # the key the indexer stored it under
             labels.append(str(path))
             record = self.store.by_path(str(path))
             if record is not None and _unchanged(path, record):
@@ -219,7 +219,7 @@ class Collection:
     def search_by_id(
         self, ids: Sequence[int], k: int = 10, metric: str = "cosine"
     ) -> list[QueryResult]:
-        """"More like this": neighbours of indexed images, themselves excluded."""
+        """ "More like this": neighbours of indexed images, themselves excluded."""
         _check_search_args(k, metric)
         records = [self.store.get(int(i)) for i in ids]
         vectors = self.store.vectors_for([r.id for r in records])
@@ -266,13 +266,12 @@ class Collection:
             skip = int(exclude_ids[row]) if exclude_ids is not None else MISSING_ID
             hits: list[Hit] = []
             for image_id, score in zip(raw.ids[row], raw.scores[row], strict=True):
-                if image_id == MISSING_ID or image_id == skip or int(image_id) not in paths:
+                if image_id in (MISSING_ID, skip) or int(image_id) not in paths:
                     continue
-                distance = (
-                    float(cosine_to_euclidean(score)) if metric == "euclidean" else None
+                distance = float(cosine_to_euclidean(score)) if metric == "euclidean" else None
+                hits.append(
+                    Hit(len(hits) + 1, int(image_id), paths[int(image_id)], float(score), distance)
                 )
-                hits.append(Hit(len(hits) + 1, int(image_id), paths[int(image_id)],
-                                float(score), distance))
                 if len(hits) == k:
                     break
             out.append(hits)
@@ -301,6 +300,16 @@ def _unchanged(path: Path, record: ImageRecord) -> bool:
     except OSError:
         return False
     return st.st_size == record.size and st.st_mtime_ns == record.mtime_ns
+
+
+def _stored_options(manifest: dict[str, Any]) -> ModelOptions:
+    """The options a collection was built with, as far as its manifest records them.
+
+    Pooling is part of the model's identity, so reopening a "gem" collection with the
+    default options ("avg") would refuse every search; the manifest says which it was.
+    """
+    pool = manifest["model"].get("preprocessing", {}).get("pool")
+    return ModelOptions(pool=pool) if isinstance(pool, str) else ModelOptions()
 
 
 def _check_search_args(k: int, metric: str) -> None:

@@ -10,6 +10,10 @@ import numpy as np
 from lookalike.index.base import MISSING_ID, SearchHits
 from lookalike.vectors import IdArray
 
+# In float32 the dot product of a unit vector with itself is 1 +- ~6e-7 (below 1 for about
+# 40% of vectors), so without slack `--threshold 1` would miss byte-identical files.
+SCORE_SLACK = 1e-5
+
 
 class _DisjointSets:
     def __init__(self) -> None:
@@ -37,7 +41,7 @@ def duplicate_groups(
     weakest: dict[int, float] = {}
     edges: list[tuple[int, int, float]] = []
     for query_ids, hits in batches:
-        keep = (hits.scores >= threshold) & (hits.ids != MISSING_ID)
+        keep = (hits.scores >= threshold - SCORE_SLACK) & (hits.ids != MISSING_ID)
         keep &= hits.ids != query_ids[:, None]
         rows, cols = np.nonzero(keep)
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):

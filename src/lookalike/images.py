@@ -48,16 +48,15 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return image
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16/32-bit grey: scale to 8 bits by the actual range rather than clipping.
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16/32-bit integer or float grey: scale to 8 bits by the actual range rather than
+        # clipping (a float image in 0..1 would otherwise come out black).
         import numpy as np
 
-        arr = np.asarray(image, dtype=np.float64)
+        arr = np.nan_to_num(np.asarray(image, dtype=np.float64))
         lo, hi = float(arr.min()), float(arr.max())
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        image = Image.fromarray(((arr - lo) * scale).astype("uint8"), mode="L")
-    if image.mode == "F":
-        image = image.convert("L")
+        image = Image.fromarray(np.rint((arr - lo) * scale).astype("uint8"), mode="L")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -79,10 +78,13 @@ def load_image(path: str | os.PathLike[str], min_side: int | None = None) -> Ima
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
+                # Checked here too: catch_warnings is not thread-safe (decoder threads may
+                # restore each other's filters), so Pillow's warning can slip through.
+                limit = min(MAX_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_PIXELS)
+                if im.width * im.height > limit:
                     raise ImageReadError(
                         f"{path}: {im.width}x{im.height} pixels is over the limit of "
-                        f"{MAX_PIXELS:,} (decompression bomb?)"
+                        f"{limit:,} (decompression bomb?)"
                     )
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)  # animated: first frame
@@ -162,26 +164,39 @@ _FTYP_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b
 
 
 def looks_like_image(head: bytes) -> bool:
-    """True when the first bytes of a file match a known image signature."""
+    """True when the first bytes of a file match a known image signature (TGA has none:
+    sniff() goes by its extension)."""
     if head.startswith(_SIGNATURES):
         return True
     # ISO-BMFF (HEIC/AVIF): ....ftypBRAND
-    if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] in _FTYP_BRANDS:
-        return True
-    # TGA has no magic number; fall back to the extension for it alone.
-    return False
+    return len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] in _FTYP_BRANDS
+
+
+# Extensions of image files. Content decides; the name only decides whether a file whose
+# content is not a known image (empty, or text named photo.jpg) is reported or ignored.
+IMAGE_SUFFIXES = frozenset(
+    {
+        ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".bmp", ".dib", ".tif",
+        ".tiff", ".webp", ".heic", ".heif", ".avif", ".pgm", ".ppm", ".pbm", ".pnm", ".ico",
+        ".jp2", ".j2k", ".jpx", ".tga", ".psd", ".dds", ".qoi", ".mpo",
+    }
+)  # fmt: skip
 
 
 def sniff(path: Path) -> bool | None:
-    """True: looks like an image; False: plainly not; None: empty/unreadable (report it)."""
+    """True: looks like an image; False: plainly not one (ignore quietly); None: unreadable,
+    or named like an image but empty or not recognised (the decoder reports why)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(32)
     except OSError:
         return None
-    if not head:
-        return None
-    return looks_like_image(head) or path.suffix.lower() == ".tga"
+    if head and looks_like_image(head):
+        return True
+    suffix = path.suffix.lower()
+    if suffix == ".tga" and head:
+        return True  # TGA has no magic number
+    return None if suffix in IMAGE_SUFFIXES else False
 
 
 def iter_files(root: Path, errors: list[tuple[Path, str]]) -> Iterator[Path]:
@@ -219,18 +234,23 @@ def iter_files(root: Path, errors: list[tuple[Path, str]]) -> Iterator[Path]:
         stack.extend(reversed(subdirs))
 
 
+def absolute(path: str | os.PathLike[str]) -> Path:
+    """``path`` made absolute with ``.``/``..`` removed (symlinks kept): the one spelling of
+    a file's path used as its key in a collection."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
 def scan(paths: Iterable[str | os.PathLike[str]]) -> ScanResult:
     """Find image files under files/folders. Order is stable (sorted walk)."""
     result = ScanResult()
     seen: set[Path] = set()
     for raw in paths:
-        root = Path(raw).expanduser()
+        root = absolute(raw)
         if not root.exists() and not root.is_symlink():
-            result.errors.append((root.absolute(), "no such file or folder"))
+            result.errors.append((root, "no such file or folder"))
             continue
         candidates = iter_files(root, result.errors) if root.is_dir() else iter([root])
         for path in candidates:
-            path = path.absolute()
             if path in seen:
                 continue
             seen.add(path)

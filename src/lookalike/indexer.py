@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lookalike.errors import CollectionError
 from lookalike.hashing import digest_many
-from lookalike.images import scan
+from lookalike.images import absolute, scan
 from lookalike.models.base import Embedder
 from lookalike.pipeline import embed_files
 from lookalike.store import ImageRecord, NewImage, Store
@@ -24,6 +25,7 @@ from lookalike.store import ImageRecord, NewImage, Store
 # Commit at least this often (images) so a crash loses little work.
 COMMIT_EVERY = 256
 COMMIT_SECONDS = 10.0
+COMMIT_EVERY_ENV = "LOOKALIKE_COMMIT_EVERY"  # overrides COMMIT_EVERY (crash tests use 4)
 
 ProgressFn = Callable[[int, int], None]  # (done, total) of the files to embed
 
@@ -96,7 +98,7 @@ def index_paths(
     stored: dict[str, ImageRecord] = {}
     stale_skips: set[str] = set()
     for raw in paths:
-        root = Path(raw).expanduser().absolute()
+        root = absolute(raw)  # spelled exactly as scan() spells the files under it
         if root.exists():
             stored.update(store.records_under(str(root)))
             stale_skips.update(store.skipped_under(str(root)))
@@ -143,13 +145,15 @@ def index_paths(
 
     # Moves: a new path whose content was stored at a path that is gone.
     gone = {p: r for p, r in stored.items() if p not in present}
-    gone_by_hash: dict[str, ImageRecord] = {}
+    # Several gone files may share content (copies moved together): each can be a source.
+    gone_by_hash: dict[str, list[ImageRecord]] = {}
     for record in gone.values():
-        gone_by_hash.setdefault(record.hash, record)
+        gone_by_hash.setdefault(record.hash, []).append(record)
     moves: list[tuple[int, str, int, int]] = []
     remaining: list[_Candidate] = []
     for cand in to_embed:
-        source = gone_by_hash.pop(cand.digest, None) if cand.previous is None else None
+        sources = gone_by_hash.get(cand.digest) if cand.previous is None else None
+        source = sources.pop(0) if sources else None
         if source is not None:
             moves.append((source.id, str(cand.path), cand.size, cand.mtime_ns))
             del gone[source.path]
@@ -176,9 +180,7 @@ def index_paths(
             fresh.append(cand)
     if copies:
         vectors = store.vectors_for([twin.id for _, twin in copies])
-        store.add_images(
-            [_new_image(c, (t.width, t.height)) for c, t in copies], vectors
-        )
+        store.add_images([_new_image(c, (t.width, t.height)) for c, t in copies], vectors)
         _count_added(report, [c for c, _ in copies])
 
     _embed_and_commit(store, embedder, fresh, batch_size, report, progress)
@@ -205,6 +207,19 @@ def _count_added(report: IndexReport, cands: Sequence[_Candidate]) -> None:
             report.updated += 1
 
 
+def _commit_every() -> int:
+    raw = os.environ.get(COMMIT_EVERY_ENV)
+    if not raw:
+        return COMMIT_EVERY
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise CollectionError(f"{COMMIT_EVERY_ENV} must be a whole number >= 1, got {raw!r}")
+    return value
+
+
 def _embed_and_commit(
     store: Store,
     embedder: Embedder,
@@ -215,6 +230,7 @@ def _embed_and_commit(
 ) -> None:
     import numpy as np
 
+    commit_every = _commit_every()
     done = 0
     if progress:
         progress(0, len(cands))
@@ -248,7 +264,7 @@ def _embed_and_commit(
         if batch.indices:
             pending_vectors.append(batch.vectors)
         done += len(batch.indices) + len(batch.failures)
-        if len(pending_images) >= COMMIT_EVERY or time.monotonic() - last_commit > COMMIT_SECONDS:
+        if len(pending_images) >= commit_every or time.monotonic() - last_commit > COMMIT_SECONDS:
             commit()
         if progress:
             progress(done, len(cands))

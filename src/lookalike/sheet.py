@@ -46,17 +46,24 @@ def contact_sheet(rows: Sequence[Row], thumb: int = 128) -> Image.Image:
     draw = ImageDraw.Draw(sheet)
     for r, (query, neighbours) in enumerate(rows):
         y = GAP + r * (cell_h + GAP)
-        tiles = [(query, _label(query))] + list(neighbours)
+        tiles = [(query, _label(query)), *neighbours]
         for c, (ref, caption) in enumerate(tiles):
             x = GAP + c * cell_w + (QUERY_GAP if c else 0)
             sheet.paste(_thumb(ref, thumb), (x, y))
             if c == 0:
-                draw.rectangle((x - 2, y - 2, x + thumb + 1, y + thumb + 1), outline=(30, 90, 200), width=2)
+                draw.rectangle(
+                    (x - 2, y - 2, x + thumb + 1, y + thumb + 1), outline=(30, 90, 200), width=2
+                )
             draw.text((x, y + thumb + 3), _fit(draw, caption, thumb, font), fill="black", font=font)
     return sheet
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> str:
+def _fit(
+    draw: ImageDraw.ImageDraw,
+    text: str,
+    width: int,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+) -> str:
     """Cut ``text`` with an ellipsis so it fits ``width`` pixels."""
     if draw.textlength(text, font=font) <= width:
         return text

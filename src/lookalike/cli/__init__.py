@@ -33,6 +33,10 @@ class LookalikeGroup(click.Group):
             return super().invoke(ctx)
         except LookalikeError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            # The file system said no (a --db under a file, a full disk...): one line too.
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
         except KeyboardInterrupt:
             click.echo("interrupted: work committed so far is kept; run again to resume", err=True)
             sys.exit(130)

@@ -40,9 +40,8 @@ def model_options(f: F) -> F:
     f = click.option(
         "--pool",
         type=click.Choice(["avg", "gem"]),
-        default="avg",
-        show_default=True,
-        help="Global pooling of the last feature map.",
+        default=None,
+        help="Global pooling of the last feature map (default: the collection's, or avg).",
     )(f)
     f = click.option(
         "--weights",
@@ -58,10 +57,14 @@ def model_options(f: F) -> F:
     )(f)
 
 
-def build_model_options(weights: Path | None, pool: str) -> Any:
+def build_model_options(weights: Path | None, pool: str | None) -> Any:
+    """ModelOptions from the flags, or None when none was given: an existing collection
+    then uses the options it was built with."""
     from lookalike.models import ModelOptions
 
-    return ModelOptions(weights=weights, pool=pool)
+    if weights is None and pool is None:
+        return None
+    return ModelOptions(weights=weights, pool=pool or "avg")
 
 
 def emit_json(data: Any) -> None:

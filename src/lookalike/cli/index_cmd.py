@@ -26,7 +26,7 @@ def index_command(
     db: Path | None,
     model: str | None,
     weights: Path | None,
-    pool: str,
+    pool: str | None,
     adapter: Path | None,
     batch_size: int,
     as_json: bool,
@@ -42,13 +42,16 @@ def index_command(
     """
     from lookalike.collection import Collection
 
-    with Collection.open(
-        db,
-        model=model,
-        model_options=build_model_options(weights, pool),
-        adapter=adapter,
-        create=True,
-    ) as col, progress_bar("embedding", stderr_is_terminal()) as progress:
+    with (
+        Collection.open(
+            db,
+            model=model,
+            model_options=build_model_options(weights, pool),
+            adapter=adapter,
+            create=True,
+        ) as col,
+        progress_bar("embedding", stderr_is_terminal()) as progress,
+    ):
         report = col.index(list(paths), batch_size=batch_size, progress=progress)
     if as_json:
         emit_json(report.to_json())

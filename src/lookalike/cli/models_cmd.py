@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from lookalike.cli.common import emit_json, json_option
@@ -11,7 +13,7 @@ def models_command(as_json: bool) -> None:
     """Models known to lookalike: dimension, input size, weights available here now?"""
     from lookalike.models import list_models
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": m.name,
             "dim": m.dim,
@@ -28,6 +30,5 @@ def models_command(as_json: bool) -> None:
     click.echo(f"{'model':<{width}}  {'dim':>5}  {'input':>5}  weights  description")
     for r in rows:
         ok = "yes" if r["weights_available"] else "no"
-        click.echo(
-            f"{r['name']:<{width}}  {r['dim']:>5}  {r['input_size']:>5}  {ok:<7}  {r['description']}"
-        )
+        name, dim, size = r["name"], r["dim"], r["input_size"]
+        click.echo(f"{name:<{width}}  {dim:>5}  {size:>5}  {ok:<7}  {r['description']}")

@@ -23,7 +23,9 @@ from lookalike.cli.common import build_model_options, db_option, emit_json, json
 )
 @click.option("--model", default=None, help="Must match the collection's model if given.")
 @click.option("--weights", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--pool", type=click.Choice(["avg", "gem"]), default="avg")
+@click.option(
+    "--pool", type=click.Choice(["avg", "gem"]), default=None, help="Default: the collection's."
+)
 @click.option("--adapter", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @json_option
 def search_command(
@@ -35,7 +37,7 @@ def search_command(
     sheet: Path | None,
     model: str | None,
     weights: Path | None,
-    pool: str,
+    pool: str | None,
     adapter: Path | None,
     as_json: bool,
 ) -> None:
