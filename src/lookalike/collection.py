@@ -73,6 +73,8 @@ class Collection:
                 {
                     "model": embedder.info.identity(),
                     "adapter": _adapter_identity(embedder),
+                    # Where explicit weights came from, so later commands need no --weights.
+                    "weights_file": _weights_file(model_options),
                     "index": {"kind": "auto"},
                 },
             )
@@ -309,7 +311,17 @@ def _stored_options(manifest: dict[str, Any]) -> ModelOptions:
     default options ("avg") would refuse every search; the manifest says which it was.
     """
     pool = manifest["model"].get("preprocessing", {}).get("pool")
-    return ModelOptions(pool=pool) if isinstance(pool, str) else ModelOptions()
+    weights = manifest.get("weights_file")
+    return ModelOptions(
+        pool=pool if isinstance(pool, str) else "avg",
+        weights=Path(weights) if isinstance(weights, str) else None,
+    )
+
+
+def _weights_file(options: ModelOptions | None) -> str | None:
+    if options is None or options.weights is None:
+        return None
+    return str(Path(options.weights).expanduser().absolute())
 
 
 def _check_search_args(k: int, metric: str) -> None:

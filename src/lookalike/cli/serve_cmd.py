@@ -32,9 +32,8 @@ from lookalike.cli.common import build_model_options, db_option
 @click.option(
     "--pool",
     type=click.Choice(["avg", "gem"]),
-    default="avg",
-    show_default=True,
-    help="The pooling the collection was indexed with.",
+    default=None,
+    help="Pooling (default: the one the collection was indexed with).",
 )
 @click.option(
     "--adapter",
@@ -54,7 +53,7 @@ def serve_command(
     port: int,
     max_upload_mb: float,
     weights: Path | None,
-    pool: str,
+    pool: str | None,
     adapter: Path | None,
     log_level: str,
 ) -> None:
