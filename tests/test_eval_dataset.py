@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lookalike.evaluation.dataset import DatasetError, read_dataset
+from lookalike.errors import DatasetError
+from lookalike.evaluation.dataset import read_dataset
 
 
 def _png(path: Path, shade: int = 128) -> None:

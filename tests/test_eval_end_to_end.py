@@ -15,7 +15,7 @@ import skimage.data
 from click.testing import Result
 from PIL import Image, ImageOps
 
-from lookalike.evaluation.dataset import DatasetError
+from lookalike.errors import DatasetError
 from lookalike.evaluation.runner import evaluate, nearest
 from lookalike.images import load_image
 from lookalike.models import Embedder, ModelInfo, create_embedder, registry

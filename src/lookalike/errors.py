@@ -29,3 +29,7 @@ class ModelMismatchError(CollectionError):
 
 class IndexBuildError(LookalikeError):
     """A search index could not be built or loaded."""
+
+
+class DatasetError(LookalikeError):
+    """A labelled dataset folder (class/image) is missing, empty or malformed."""

@@ -26,7 +26,7 @@ MAX_PIXELS = 120_000_000
 _heif_registered: bool | None = None
 
 
-def _register_heif() -> None:
+def register_heif() -> None:
     """HEIC/AVIF support when pillow-heif is installed (optional)."""
     global _heif_registered
     if _heif_registered is not None:
@@ -42,7 +42,7 @@ def _register_heif() -> None:
         _heif_registered = False
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Any mode -> RGB; transparent pixels become white."""
     if image.mode == "RGB":
         return image
@@ -70,7 +70,7 @@ def load_image(path: str | os.PathLike[str], min_side: int | None = None) -> Ima
     ``min_side``: when given, JPEGs are decoded at a reduced scale (Pillow's draft mode)
     as long as both sides stay >= min_side, which is several times faster for photos.
     """
-    _register_heif()
+    register_heif()
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -89,10 +89,10 @@ def load_image(path: str | os.PathLike[str], min_side: int | None = None) -> Ima
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)  # animated: first frame
                 if min_side and im.format == "JPEG":
-                    _draft(im, min_side)
+                    draft(im, min_side)
                 im.load()
                 image = ImageOps.exif_transpose(im) or im
-                return _to_rgb(image).copy() if image is im else _to_rgb(image)
+                return to_rgb(image).copy() if image is im else to_rgb(image)
     except ImageReadError:
         raise
     except FileNotFoundError:
@@ -115,7 +115,7 @@ def load_image(path: str | os.PathLike[str], min_side: int | None = None) -> Ima
         raise ImageReadError(f"{path}: damaged image ({type(exc).__name__}: {exc})") from None
 
 
-def _draft(im: Image.Image, min_side: int) -> None:
+def draft(im: Image.Image, min_side: int) -> None:
     """Ask the JPEG decoder for the smallest DCT scale keeping both sides >= min_side."""
     w, h = im.size
     scale = min(w, h) / float(min_side)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from lookalike.errors import ImageReadError
 from lookalike.images import load_image
@@ -24,8 +24,8 @@ def _thumb(ref: ImageRef, side: int) -> Image.Image:
         image = ref.convert("RGB") if isinstance(ref, Image.Image) else load_image(ref, side)
     except ImageReadError:
         image = Image.new("RGB", (side, side), (200, 60, 60))  # a missing file shows red
-    image = image.copy()
-    image.thumbnail((side, side))
+    # contain() also enlarges: a 28x28 image is visible in a 128 px tile.
+    image = ImageOps.contain(image, (side, side))
     tile = Image.new("RGB", (side, side), (245, 245, 245))
     tile.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
     return tile

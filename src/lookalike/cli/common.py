@@ -29,8 +29,27 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(f)
 
 
+MODEL_HELP = (
+    "Model name (see `lookalike models`); default: the collection's, or "
+    "efficientnet-lite0 for a new one."
+)
+
+
+def model_options_with(model_help: str) -> Callable[[F], F]:
+    """--model/--weights/--pool/--adapter, with the --model help the command needs."""
+
+    def decorate(f: F) -> F:
+        return _model_options(f, model_help)
+
+    return decorate
+
+
 def model_options(f: F) -> F:
-    """--model/--weights/--pool/--adapter, as used by index, search and eval."""
+    """--model/--weights/--pool/--adapter, as used by index and search."""
+    return _model_options(f, MODEL_HELP)
+
+
+def _model_options(f: F, model_help: str) -> F:
     f = click.option(
         "--adapter",
         type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -49,12 +68,7 @@ def model_options(f: F) -> F:
         default=None,
         help="Load the model's weights from this file.",
     )(f)
-    return click.option(
-        "--model",
-        default=None,
-        help="Model name (see `lookalike models`); default: the collection's, or "
-        "efficientnet-lite0 for a new one.",
-    )(f)
+    return click.option("--model", default=None, help=model_help)(f)
 
 
 def build_model_options(weights: Path | None, pool: str | None) -> Any:

@@ -10,7 +10,7 @@ from lookalike.cli.common import (
     build_model_options,
     emit_json,
     json_option,
-    model_options,
+    model_options_with,
     progress_bar,
     stderr_is_terminal,
 )
@@ -33,7 +33,10 @@ def _model_names(spec: str | None) -> list[str]:
 
 @click.command("eval")
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@model_options
+@model_options_with(
+    "Model name, or several separated by commas (see `lookalike models`); "
+    "default: efficientnet-lite0."
+)
 @click.option(
     "-k",
     "k",

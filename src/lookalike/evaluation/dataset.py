@@ -14,12 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.errors import LookalikeError
+from lookalike.errors import DatasetError
 from lookalike.images import scan
-
-
-class DatasetError(LookalikeError):
-    """A labelled folder for evaluation is missing, empty or not laid out class/image."""
 
 
 @dataclass

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lookalike.evaluation.dataset import DatasetError, LabelledImages, read_dataset
+from lookalike.errors import DatasetError
+from lookalike.evaluation.dataset import LabelledImages, read_dataset
 from lookalike.evaluation.metrics import (
     MISSING_LABEL,
     RetrievalScores,

@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from lookalike.errors import ImageReadError
-from lookalike.images import _register_heif
+from lookalike.images import register_heif
 
 # Pillow format -> MIME type, for formats every current browser displays.
 BROWSER_TYPES = {
@@ -27,7 +27,7 @@ def browser_media_type(path: str | Path) -> str | None:
 
     Raises ImageReadError when the file is gone or is no longer an image.
     """
-    _register_heif()
+    register_heif()
     try:
         with Image.open(path) as im:
             fmt = im.format

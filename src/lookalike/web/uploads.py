@@ -15,7 +15,7 @@ from typing import BinaryIO
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lookalike.errors import LookalikeError
-from lookalike.images import _draft, _register_heif, _to_rgb
+from lookalike.images import draft, register_heif, to_rgb
 
 # Formats a browser or a phone produces. Pillow opens many more (EPS would even run
 # Ghostscript); none of those is worth the attack surface for a query image.
@@ -53,7 +53,7 @@ def read_limited(stream: BinaryIO, limits: UploadLimits, name: str = "upload") -
 
 def allowed_formats() -> list[str]:
     """The allowed formats this Pillow can open (HEIF/AVIF need pillow-heif or Pillow 11.2+)."""
-    _register_heif()
+    register_heif()
     Image.init()
     return [f for f in ALLOWED_FORMATS if f in Image.OPEN]
 
@@ -80,10 +80,10 @@ def decode_upload(
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)
                 if min_side and im.format in ("JPEG", "MPO"):
-                    _draft(im, min_side)
+                    draft(im, min_side)
                 im.load()
                 image = ImageOps.exif_transpose(im) or im
-                rgb = _to_rgb(image)
+                rgb = to_rgb(image)
                 return rgb.copy() if rgb is im else rgb
     except UploadError:
         raise
