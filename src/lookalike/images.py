@@ -69,6 +69,7 @@ def load_image(path: str | os.PathLike[str], min_side: int | None = None) -> Ima
 
     ``min_side``: when given, JPEGs are decoded at a reduced scale (Pillow's draft mode)
     as long as both sides stay >= min_side, which is several times faster for photos.
+    ``image.info["original_size"]`` is the file's own (width, height), upright.
     """
     register_heif()
     path = Path(path)
@@ -88,11 +89,16 @@ def load_image(path: str | os.PathLike[str], min_side: int | None = None) -> Ima
                     )
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)  # animated: first frame
+                original_size = im.size  # before draft() shrinks it
                 if min_side and im.format == "JPEG":
                     draft(im, min_side)
                 im.load()
                 image = ImageOps.exif_transpose(im) or im
-                return to_rgb(image).copy() if image is im else to_rgb(image)
+                if image.size != im.size:  # rotated by 90 degrees: so is the true size
+                    original_size = original_size[::-1]
+                out = to_rgb(image).copy() if image is im else to_rgb(image)
+                out.info["original_size"] = original_size
+                return out
     except ImageReadError:
         raise
     except FileNotFoundError:

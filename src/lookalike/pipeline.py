@@ -3,11 +3,16 @@
 Worker threads decode and prepare images (Pillow releases the GIL while decoding and
 resizing) while the main thread runs the model on the previous batch. A file that cannot
 be read becomes a failure with its reason; the batch goes on without it.
+
+Why these defaults (benchmarks/embed_throughput.py, BENCHMARKS.md): decode threads and
+ONNX Runtime's threads share the cores, which works because ORT's idle threads sleep
+instead of spin-waiting (see onnx_backend): whichever has work gets the CPU. JPEGs are
+decoded at reduced scale (Embedder.draft_size), which brings decoding and preprocessing
+to well under half the CPU time of inference per image, so it hides behind it.
 """
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,7 +25,11 @@ import numpy as np
 from lookalike.errors import ImageReadError
 from lookalike.images import load_image
 from lookalike.models.base import Embedder
+from lookalike.models.onnx_backend import available_cpus
 from lookalike.vectors import FloatArray
+
+# What a worker hands back: (model input, (width, height)) or the reason it failed.
+Prepared = tuple[Any, tuple[int, int]] | str
 
 
 @dataclass
@@ -33,11 +42,14 @@ class EmbeddedBatch:
     failures: list[tuple[int, str]] = field(default_factory=list)  # (index, reason)
 
 
-def _prepare_one(embedder: Embedder, path: Path) -> tuple[Any, tuple[int, int]] | str:
+def _prepare_one(embedder: Embedder, path: Path) -> Prepared:
     """Decode + preprocess one file; a string is the failure reason."""
     try:
         image = load_image(path, min_side=embedder.draft_size)
-        return embedder.prepare(image), image.size
+        # A JPEG decoded at reduced scale reports its reduced size; the true size is
+        # image.info["original_size"] when images.load_image records it.
+        size = image.info.get("original_size", image.size)
+        return embedder.prepare(image), (int(size[0]), int(size[1]))
     except ImageReadError as exc:
         return str(exc)
     except Exception as exc:  # a decoder bug must not stop a run over 100k files
@@ -45,9 +57,11 @@ def _prepare_one(embedder: Embedder, path: Path) -> tuple[Any, tuple[int, int]] 
 
 
 def default_workers() -> int:
-    # One decode thread per core beyond the first: inference already uses all cores,
-    # and more decoders than that only fight it for the CPU.
-    return max(1, (os.cpu_count() or 2) - 1)
+    # As many decode threads as cores. Inference uses all cores too, but ORT's idle threads
+    # sleep (no spin-wait), so the CPU goes to whoever has work; two decoders on 2 cores
+    # measured ~10% faster than one when idle and the same under load (BENCHMARKS.md).
+    # Workers only run a bounded window ahead of the model: extra ones idle, not compete.
+    return available_cpus()
 
 
 def embed_files(
@@ -60,28 +74,38 @@ def embed_files(
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     workers = workers or default_workers()
+    pending: deque[tuple[int, Future[Prepared]]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lookalike-decode") as pool:
-        pending: deque[tuple[int, Future[tuple[Any, tuple[int, int]] | str]]] = deque()
-        next_index = 0
-        # Keep about two batches in flight so decoders never wait on the model.
-        window = 2 * batch_size
-        while next_index < len(paths) or pending:
-            while next_index < len(paths) and len(pending) < window:
-                pending.append(
-                    (next_index, pool.submit(_prepare_one, embedder, paths[next_index]))
-                )
-                next_index += 1
-            batch = EmbeddedBatch(indices=[], vectors=np.zeros((0, embedder.info.dim), np.float32))
-            prepared: list[Any] = []
-            while pending and len(batch.indices) + len(batch.failures) < batch_size:
-                index, future = pending.popleft()
-                outcome = future.result()
-                if isinstance(outcome, str):
-                    batch.failures.append((index, outcome))
-                else:
-                    prepared.append(outcome[0])
-                    batch.sizes.append(outcome[1])
-                    batch.indices.append(index)
-            if prepared:
-                batch.vectors = embedder.embed_prepared(prepared)
-            yield batch
+        try:
+            next_index = 0
+            # Two batches in flight: workers prepare batch k+1 while the model runs batch k.
+            window = 2 * batch_size
+            while next_index < len(paths) or pending:
+                while next_index < len(paths) and len(pending) < window:
+                    future = pool.submit(_prepare_one, embedder, paths[next_index])
+                    pending.append((next_index, future))
+                    next_index += 1
+                yield _next_batch(embedder, pending, batch_size)
+        finally:
+            # The consumer stopped early (or failed): don't decode what nobody will use.
+            for _, future in pending:
+                future.cancel()
+
+
+def _next_batch(
+    embedder: Embedder, pending: deque[tuple[int, Future[Prepared]]], batch_size: int
+) -> EmbeddedBatch:
+    batch = EmbeddedBatch(indices=[], vectors=np.zeros((0, embedder.info.dim), np.float32))
+    prepared: list[Any] = []
+    while pending and len(batch.indices) + len(batch.failures) < batch_size:
+        index, future = pending.popleft()
+        outcome = future.result()
+        if isinstance(outcome, str):
+            batch.failures.append((index, outcome))
+        else:
+            prepared.append(outcome[0])
+            batch.sizes.append(outcome[1])
+            batch.indices.append(index)
+    if prepared:
+        batch.vectors = embedder.embed_prepared(prepared)
+    return batch

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.models.base import Embedder, ModelInfo
-from lookalike.models.registry import ModelEntry, ModelOptions, register
+from lookalike.models.registry import ModelEntry, register
 from lookalike.vectors import FloatArray, l2_normalize
 
 SIDE = 16

@@ -69,15 +69,14 @@ def weights_id(path: str | os.PathLike[str]) -> str:
     except OSError as exc:
         raise WeightsNotFoundError(f"weights file {path}: {exc.strerror or exc}") from None
     key_src = f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()
-    memo = cache_dir() / "hashes" / (hashlib.sha256(key_src).hexdigest()[:32] + ".txt")
-    try:
-        cached = memo.read_text().strip()
+    name = hashlib.sha256(key_src).hexdigest()[:32] + ".txt"
+    # An unusable cache (read-only, full disk) only costs hashing again next time.
+    with contextlib.suppress(OSError):
+        memo = cache_dir() / "hashes" / name
+        cached = memo.read_text().strip() if memo.exists() else ""
         if len(cached) == 16:
             return cached
-    except OSError:
-        pass
     digest = sha256_file(path)[:16]
-    with contextlib.suppress(OSError), atomic_path(memo) as tmp:
-        # A read-only cache only costs the re-hash next time.
+    with contextlib.suppress(OSError), atomic_path(cache_dir() / "hashes" / name) as tmp:
         tmp.write_text(digest + "\n")
     return digest

