@@ -1,34 +1,528 @@
-"""Keeps a collection's search index in step with its stored vectors.
+"""Keeps a collection's search index in step with its stored vectors, on disk.
 
-First version: exact search straight over the memory-mapped vector file (nothing to
-build or persist). Approximate kinds plug in here.
+Files in the collection folder::
+
+    index.json       which kind, its parameters, measured recall, and which generation
+                     folder is current; replaced atomically (tmp + os.replace)
+    index-<ns>/      one generation: index.faiss, ids.npy (image ids per FAISS entry),
+                     deleted.npy (hnsw), rows.npy (sorted live ids and their vector rows)
+    index.lock       serialises sync() between processes
+
+A sync writes a new generation folder, then points index.json at it, then deletes the
+old one, so a crash leaves either the old or the new index, never a mix.
+
+Search is ``index.search(q, shortlist)`` then, for quantised kinds, exact re-ranking of
+the shortlist from the memory-mapped vector file (rerank.py): scores are always exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from lookalike.errors import IndexBuildError
 from lookalike.index.base import SearchHits
+from lookalike.index.budget import (
+    HNSW_M,
+    KINDS,
+    MIN_APPROX,
+    choose_kind,
+    default_budget,
+    ivf_nlist,
+    parse_memory_budget,
+    pq_m,
+)
 from lookalike.index.exact import topk_blockwise
-from lookalike.store import Store
-from lookalike.vectors import FloatArray
+from lookalike.index.hnsw import HNSWIndex
+from lookalike.index.ivfpq import IVFPQIndex, pq_nbits
+from lookalike.index.rerank import exact_scores, rerank
+from lookalike.index.tuning import (
+    TARGET_RECALL,
+    Tuned,
+    hnsw_configs,
+    hnsw_cost,
+    hnsw_probes,
+    holdout_size,
+    ivfpq_cost,
+    ivfpq_probes,
+    tune,
+    tune_shortlist,
+)
+from lookalike.store import Store, write_json_atomic
+from lookalike.vectors import FloatArray, IdArray
+
+__all__ = ["IndexManager", "parse_memory_budget"]
+
+META_FILE = "index.json"
+LOCK_FILE = "index.lock"
+GENERATION_PREFIX = "index-"
+ROWS_FILE = "rows.npy"
+FORMAT = 1
+
+REBUILD_DELETED = 0.2  # hnsw: rebuild once a fifth of the graph is deleted entries
+REBUILD_GROWTH = 2.0  # rebuild and re-tune when the collection doubled or halved
+ADD_CHUNK = 32768
+HNSW_EF_CONSTRUCTION = 40
+# hnsw-sq8 re-ranks a shortlist exactly: 8-bit scores misorder near-ties, and a longer
+# shortlist fixes that more cheaply than a wider graph search.
+SQ8_SHORTLISTS = (10, 20, 30, 40, 60, 80)
+
+ProgressFn = Callable[[int, int], None]  # (vectors added, total to add)
+Approx = HNSWIndex | IVFPQIndex
 
 
 class IndexManager:
+    """Builds, updates, persists and searches a store's index (see the module docstring)."""
+
     def __init__(
-        self, store: Store, kind: str = "auto", memory_budget: int | None = None, seed: int = 0
+        self,
+        store: Store,
+        kind: str = "auto",
+        memory_budget: int | str | None = None,
+        seed: int = 0,
+        target_recall: float = TARGET_RECALL,
     ) -> None:
+        if kind not in KINDS:
+            raise IndexBuildError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
         self.store = store
         self.kind = kind
-        self.memory_budget = memory_budget
+        self.memory_budget = None if memory_budget is None else parse_memory_budget(memory_budget)
         self.seed = seed
+        self.target_recall = target_recall
+        self._meta: dict[str, Any] | None = None
+        self._index: Approx | None = None
+        self._lookup: np.ndarray | None = None  # (2, n): sorted live ids, their rows
+        self._row_ids: IdArray | None = None  # exact search: row -> id
+        self._synced_state: dict[str, Any] = {}  # store fingerprint the sync in progress saw
+        self._ready = False
 
-    def sync(self, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-        return {"kind": "exact", "rebuilt": False}
+    # ===== public API =====================================================================
+    def sync(self, progress: ProgressFn | None = None) -> dict[str, Any]:
+        """Bring the index up to date with the store; returns what was done (JSON-able)."""
+        started = time.perf_counter()
+        with self._sync_lock():
+            # Taken before reading the rows: a change made meanwhile makes the index stale.
+            self._synced_state = self._fingerprint()
+            row_ids = self.store.row_ids()
+            lookup = _lookup_table(row_ids)
+            meta = self._read_meta()
+            n = lookup.shape[1]
+            target = self._target_kind(n, meta["kind"] if meta else None)
+            reason = self._rebuild_reason(meta, target, n)
+            report: dict[str, Any]
+            if reason is None and meta is not None:
+                report = self._update(meta, row_ids, lookup, progress)
+                if report.get("rebuild_reason"):
+                    reason = report["rebuild_reason"]
+            if reason is not None:
+                report = self._build(target, row_ids, lookup, progress)
+                report["reason"] = reason
+            report["seconds"] = round(time.perf_counter() - started, 3)
+            return report
 
     def search(self, queries: FloatArray, k: int) -> SearchHits:
-        return topk_blockwise(self.store.matrix(), self.store.row_ids(), queries, k)
+        """Top-k image ids by cosine similarity (exact scores), padded with id -1."""
+        self._ensure_ready()
+        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.store.dim)
+        k = max(int(k), 0)
+        meta = self._meta
+        if meta is None or meta["kind"] == "exact" or self._index is None:
+            return self._exact(q, k)
+        params = meta["params"]
+        shortlist = _scaled_shortlist(int(params.get("shortlist", 10)), k)
+        if shortlist >= len(self._index):
+            return self._exact(q, k)  # the whole collection: exact is as cheap, and perfect
+        return self._approx_search(self._index, q, k, params)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "exact", "count": self.store.count(), "recall_at_10": 1.0}
+        """Kind, parameters, count, measured recall@10 and resident bytes (`lookalike info`)."""
+        meta = self._meta if self._ready else self._read_meta()
+        budget = self.memory_budget or default_budget()
+        if meta is None:
+            return {"kind": self.kind, "requested_kind": self.kind, "count": 0, "built": False}
+        out: dict[str, Any] = {
+            "kind": meta["kind"],
+            "requested_kind": self.kind,
+            "count": meta["count"],
+            **meta.get("params", {}),
+            **meta.get("recall", {}),
+            "bytes": meta.get("bytes", 0),
+            "bytes_per_vector": round(meta.get("bytes", 0) / max(1, meta["count"]), 1),
+            "memory_budget": budget,
+            "built_count": meta.get("built_count", 0),
+            "added_since_build": meta.get("added_since_build", 0),
+            "removed_since_build": meta.get("removed_since_build", 0),
+            "build_seconds": meta.get("build_seconds", 0.0),
+        }
+        if meta.get("note"):
+            out["note"] = meta["note"]
+        out["up_to_date"] = self._is_fresh(meta)
+        return out
+
+    # ===== deciding =======================================================================
+    def _target_kind(self, n: int, current: str | None) -> str:
+        if n < MIN_APPROX:
+            return "exact"
+        if self.kind == "auto":
+            return choose_kind(n, self.store.dim, self.memory_budget, current)
+        return self.kind
+
+    def _rebuild_reason(self, meta: dict[str, Any] | None, target: str, n: int) -> str | None:
+        if meta is None:
+            return "no index yet"
+        if meta["kind"] != target:
+            return f"index kind changes from {meta['kind']} to {target}"
+        if target == "exact":
+            return None
+        if meta.get("dir") is None or not (self.store.root / meta["dir"]).is_dir():
+            return "index files are missing"
+        built = max(1, int(meta.get("built_count", 0)))
+        if n >= REBUILD_GROWTH * built or n * REBUILD_GROWTH <= built:
+            return f"collection changed from {built} to {n} vectors since the index was tuned"
+        return None
+
+    # ===== building =======================================================================
+    def _build(
+        self,
+        kind: str,
+        row_ids: IdArray,
+        lookup: np.ndarray,
+        progress: ProgressFn | None,
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        self._lookup = lookup
+        live = lookup[0]
+        n = len(live)
+        meta: dict[str, Any] = {"kind": kind, "count": n, "built_count": n, "params": {}}
+        index: Approx | None = None
+        if kind == "exact":
+            meta["recall"] = {"recall_at_10": 1.0}
+            meta["dir"] = None
+            if self.kind not in ("auto", "exact"):
+                meta["note"] = f"exact search until the collection has {MIN_APPROX} images"
+        else:
+            index, tuned = self._build_approximate(kind, row_ids, lookup, progress)
+            meta["params"] = {**index.params(), **tuned.params}
+            meta["recall"] = tuned.to_json()
+        meta["build_seconds"] = round(time.perf_counter() - started, 3)
+        self._commit(meta, index, row_ids, lookup, unchanged_from=None)
+        return {
+            "kind": kind,
+            "rebuilt": True,
+            "added": n,
+            "removed": 0,
+            "count": n,
+            **meta["params"],
+            **meta["recall"],
+        }
+
+    def _build_approximate(
+        self, kind: str, row_ids: IdArray, lookup: np.ndarray, progress: ProgressFn | None
+    ) -> tuple[Approx, Tuned]:
+        rng = np.random.default_rng(self.seed)
+        live = lookup[0]
+        held = np.sort(rng.choice(live, size=holdout_size(len(live)), replace=False))
+        build_ids = np.setdiff1d(live, held, assume_unique=True)
+        dim = self.store.dim
+        index: Approx
+        if kind == "ivfpq":
+            nlist = ivf_nlist(len(build_ids))
+            n_train = min(len(build_ids), IVFPQIndex.train_size(nlist))
+            index = IVFPQIndex(dim, nlist=nlist, m=pq_m(dim), nbits=pq_nbits(n_train))
+            sample = np.sort(rng.choice(build_ids, size=n_train, replace=False))
+            index.train(self._vectors_of(sample), seed=self.seed)
+        else:
+            index = HNSWIndex(
+                dim, m=HNSW_M, sq8=kind == "hnsw-sq8", ef_construction=HNSW_EF_CONSTRUCTION
+            )
+            if index.sq8:
+                n_train = min(len(build_ids), 100_000)
+                index.train(self._vectors_of(np.sort(rng.choice(build_ids, n_train, False))))
+        self._add_in_chunks(index, build_ids, progress, total=len(live))
+
+        # Tune on the held-out vectors against exact search over what is indexed so far.
+        queries = self._vectors_of(held)
+        masked = np.where(np.isin(row_ids, held), -1, row_ids)
+        truth = topk_blockwise(self.store.matrix(), masked, queries, 10)
+        if isinstance(index, IVFPQIndex):
+            ivf = index
+
+            def candidates(q: FloatArray, probe: dict[str, Any], width: int) -> FloatArray:
+                hits = ivf.search(q, width, nprobe=int(probe["nprobe"]))
+                return exact_scores(q, hits.ids, self._vectors_of)
+
+            cost = ivfpq_cost(len(build_ids), dim, ivf.nlist, ivf.m)
+            probes = ivfpq_probes(ivf.nlist)
+            tuned = tune_shortlist(
+                probes, candidates, cost, queries, truth.scores, self.target_recall
+            )
+        elif index.sq8:
+            sq8 = index
+
+            def sq8_candidates(q: FloatArray, probe: dict[str, Any], width: int) -> FloatArray:
+                hits = sq8.search(q, width, ef_search=max(int(probe["ef_search"]), width))
+                return exact_scores(q, hits.ids, self._vectors_of)
+
+            cost = hnsw_cost(dim, HNSW_M)
+            tuned = tune_shortlist(
+                hnsw_probes(max(SQ8_SHORTLISTS)),
+                sq8_candidates,
+                cost,
+                queries,
+                truth.scores,
+                self.target_recall,
+                shortlists=SQ8_SHORTLISTS,
+            )
+        else:
+            graph = index
+
+            def searcher(q: FloatArray, params: dict[str, Any], k: int) -> SearchHits:
+                return self._approx_search(graph, q, k, params)
+
+            tuned = tune(hnsw_configs(10), searcher, queries, truth.scores, self.target_recall)
+        _apply_params(index, tuned.params)
+        index.add(held, queries)
+        if progress is not None:
+            progress(len(live), len(live))
+        return index, tuned
+
+    def _add_in_chunks(
+        self, index: Approx, ids: IdArray, progress: ProgressFn | None, total: int
+    ) -> None:
+        for start in range(0, len(ids), ADD_CHUNK):
+            chunk = ids[start : start + ADD_CHUNK]
+            index.add(chunk, self._vectors_of(chunk))
+            if progress is not None:
+                progress(start + len(chunk), total)
+
+    # ===== updating =======================================================================
+    def _update(
+        self,
+        meta: dict[str, Any],
+        row_ids: IdArray,
+        lookup: np.ndarray,
+        progress: ProgressFn | None,
+    ) -> dict[str, Any]:
+        """Add new ids, remove gone ones. Sets "rebuild_reason" instead when that's due."""
+        kind = meta["kind"]
+        report: dict[str, Any] = {"kind": kind, "rebuilt": False, "added": 0, "removed": 0}
+        if kind == "exact":
+            meta = {**meta, "count": lookup.shape[1]}
+            self._lookup = lookup
+            self._commit(meta, None, row_ids, lookup, unchanged_from=None)
+            report.update(
+                count=lookup.shape[1],
+                note="exact search reads the vector file directly; nothing to update",
+            )
+            return report
+        folder = self.store.root / meta["dir"]
+        index = _load(kind, folder, meta["params"], mmap=False)
+        # Image ids are never reused and a changed file gets a new id (see Store.add_images),
+        # so the two set differences are the whole story; rows may move (compaction).
+        indexed = np.sort(np.asarray(index.ids()))
+        live = lookup[0]
+        remove = np.setdiff1d(indexed, live, assume_unique=True)
+        add = np.setdiff1d(live, indexed, assume_unique=True)
+        if isinstance(index, HNSWIndex):
+            dead = np.count_nonzero(index.deleted) + len(remove)
+            if dead > REBUILD_DELETED * (len(index.deleted) + len(add)):
+                report["rebuild_reason"] = (
+                    f"compaction: {dead} of {len(index.deleted) + len(add)} graph entries "
+                    "would be deleted ones"
+                )
+                return report
+        self._lookup = lookup
+        index.remove(remove)
+        self._add_in_chunks(index, add, progress, total=len(add))
+        meta = {
+            **meta,
+            "count": len(index),
+            "added_since_build": int(meta.get("added_since_build", 0)) + len(add),
+            "removed_since_build": int(meta.get("removed_since_build", 0)) + len(remove),
+        }
+        only_removals = isinstance(index, HNSWIndex) and len(add) == 0
+        self._commit(meta, index, row_ids, lookup, unchanged_from=folder if only_removals else None)
+        report.update(added=len(add), removed=len(remove), count=len(index))
+        return report
+
+    # ===== persisting =====================================================================
+    def _commit(
+        self,
+        meta: dict[str, Any],
+        index: Approx | None,
+        row_ids: IdArray,
+        lookup: np.ndarray,
+        unchanged_from: Path | None,
+    ) -> None:
+        """Write a new generation, point index.json at it, drop older ones; adopt it."""
+        root = self.store.root
+        meta = {
+            **meta,
+            "format": FORMAT,
+            "dim": self.store.dim,
+            "requested_kind": self.kind,
+            "synced_at": time.time(),
+            **self._synced_state,
+        }
+        if index is not None:
+            folder = root / f"{GENERATION_PREFIX}{time.time_ns()}"
+            folder.mkdir()
+            if isinstance(index, HNSWIndex):
+                index.save(folder, index_unchanged_from=unchanged_from)
+            else:
+                index.save(folder)
+            np.save(folder / ROWS_FILE, lookup)
+            _fsync_folder(folder)
+            meta["dir"] = folder.name
+            meta["bytes"] = sum(p.stat().st_size for p in folder.iterdir())
+        else:
+            meta["dir"] = None
+            meta["bytes"] = 0
+        write_json_atomic(root / META_FILE, meta)
+        for old in root.glob(f"{GENERATION_PREFIX}*"):
+            if old.is_dir() and old.name != meta["dir"]:
+                shutil.rmtree(old, ignore_errors=True)
+        self._meta = meta
+        self._index = index
+        self._lookup = lookup
+        self._row_ids = row_ids
+        self._ready = True
+
+    def _read_meta(self) -> dict[str, Any] | None:
+        """index.json, or None when missing, unreadable or made for other vectors."""
+        path = self.store.root / META_FILE
+        try:
+            meta: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError):
+            return None  # rebuilt from the store, which is the source of truth
+        if meta.get("format") != FORMAT or meta.get("dim") != self.store.dim:
+            return None
+        if meta.get("kind") not in KINDS:
+            return None
+        return meta
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """What changes whenever the store's searchable vectors change."""
+        return {
+            "vectors_file": self.store.vectors_path.name,
+            "vector_rows": self.store.vector_rows(),
+            "store_count": self.store.count(),
+        }
+
+    def _is_fresh(self, meta: dict[str, Any]) -> bool:
+        """Whether the store is as it was when this index was synced."""
+        return all(meta.get(k) == v for k, v in self._fingerprint().items())
+
+    @contextlib.contextmanager
+    def _sync_lock(self) -> Iterator[None]:
+        with open(self.store.root / LOCK_FILE, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # ===== searching ======================================================================
+    def _ensure_ready(self) -> None:
+        """Load the persisted index (memory-mapped) or, if stale or missing, sync first."""
+        if self._ready:
+            return
+        meta = self._read_meta()
+        fresh = meta is not None and self._is_fresh(meta)
+        if meta is not None and fresh and meta["kind"] != "exact":
+            folder = self.store.root / str(meta.get("dir"))
+            try:
+                self._index = _load(meta["kind"], folder, meta["params"], mmap=True)
+                self._lookup = np.load(folder / ROWS_FILE, mmap_mode="r")
+            except (OSError, RuntimeError):
+                fresh = False  # replaced by a concurrent sync; rebuild our view below
+        if not fresh or meta is None:
+            self.sync()
+            return
+        self._meta = meta
+        self._ready = True
+
+    def _exact(self, q: FloatArray, k: int) -> SearchHits:
+        if self._row_ids is None:
+            self._row_ids = self.store.row_ids()
+        return topk_blockwise(self.store.matrix(), self._row_ids, q, k)
+
+    def _approx_search(
+        self, index: Approx, q: FloatArray, k: int, params: dict[str, Any]
+    ) -> SearchHits:
+        shortlist = _scaled_shortlist(int(params["shortlist"]), k)
+        if isinstance(index, IVFPQIndex):
+            hits = index.search(q, shortlist, nprobe=int(params["nprobe"]))
+        else:
+            ef = max(int(params["ef_search"]), shortlist)
+            hits = index.search(q, shortlist, ef_search=ef)
+            if not index.sq8:  # float32 graph: its scores are already exact
+                return SearchHits(scores=hits.scores[:, :k], ids=hits.ids[:, :k])
+        return rerank(q, hits.ids, self._vectors_of, k)
+
+    def _vectors_of(self, ids: IdArray) -> FloatArray:
+        """Stored vectors of these image ids (read from the memory-mapped vector file)."""
+        assert self._lookup is not None  # set by sync() / _ensure_ready() before searching
+        rows = _rows_for(self._lookup, np.asarray(ids, dtype=np.int64))
+        return np.ascontiguousarray(self.store.matrix()[rows], dtype=np.float32)
+
+
+# ===== helpers ============================================================================
+def _lookup_table(row_ids: IdArray) -> np.ndarray:
+    """(2, n) int64: live image ids sorted, and the vector row of each."""
+    rows = np.nonzero(row_ids >= 0)[0]
+    ids = row_ids[rows]
+    order = np.argsort(ids, kind="stable")
+    return np.stack([ids[order], rows[order]]).astype(np.int64)
+
+
+def _rows_for(lookup: np.ndarray, ids: IdArray) -> IdArray:
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    pos = np.searchsorted(lookup[0], ids)
+    pos = np.minimum(pos, max(0, lookup.shape[1] - 1))
+    if lookup.shape[1] == 0 or not np.array_equal(lookup[0][pos], ids):
+        raise IndexBuildError("the search index is out of step with the collection; re-index")
+    return np.asarray(lookup[1][pos], dtype=np.int64)
+
+
+def _scaled_shortlist(shortlist: int, k: int) -> int:
+    """Shortlists are tuned for k = 10; a larger k gets a proportionally longer one."""
+    return max(shortlist, -(-shortlist * k // 10), k)
+
+
+def _apply_params(index: Approx, params: dict[str, Any]) -> None:
+    if isinstance(index, IVFPQIndex):
+        index.nprobe = int(params["nprobe"])
+    else:
+        index.ef_search = int(params["ef_search"])
+
+
+def _load(kind: str, folder: Path, params: dict[str, Any], mmap: bool) -> Approx:
+    if kind in ("hnsw", "hnsw-sq8"):
+        return HNSWIndex.load(folder, params, mmap=mmap)
+    if kind == "ivfpq":
+        return IVFPQIndex.load(folder, params, mmap=mmap)
+    raise IndexBuildError(f"unknown index kind {kind!r} in index.json; choose one of {KINDS}")
+
+
+def _fsync_folder(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,174 @@
+"""HNSW graph index on FAISS, full float32 or 8-bit scalar-quantised vectors.
+
+FAISS's HNSW cannot delete, so removal marks the vector deleted and searches skip it
+through an IDSelectorBitmap; the owner rebuilds once the deleted share grows
+(``deleted_fraction``). FAISS numbers vectors 0..ntotal-1 in the order added;
+``labels[internal]`` maps them back to image ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.index._faiss import import_faiss
+from lookalike.index.base import MISSING_ID, SearchHits, VectorIndex
+from lookalike.vectors import FloatArray, IdArray
+
+INDEX_FILE = "index.faiss"
+LABELS_FILE = "ids.npy"
+DELETED_FILE = "deleted.npy"
+SQ8_TRAIN_MAX = 100_000  # the 8-bit ranges need only a sample
+
+
+class HNSWIndex(VectorIndex):
+    """Inner-product HNSW over unit vectors; ``sq8`` stores 1 byte per dimension."""
+
+    def __init__(
+        self,
+        dim: int,
+        m: int = 16,
+        sq8: bool = False,
+        ef_construction: int = 40,
+        ef_search: int = 64,
+        faiss_index: Any = None,
+    ) -> None:
+        faiss = import_faiss()
+
+        self.dim = dim
+        self.m = m
+        self.sq8 = sq8
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+        if faiss_index is None:
+            if sq8:
+                faiss_index = faiss.IndexHNSWSQ(
+                    dim, faiss.ScalarQuantizer.QT_8bit, m, faiss.METRIC_INNER_PRODUCT
+                )
+            else:
+                faiss_index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+            faiss_index.hnsw.efConstruction = ef_construction
+        self._index = faiss_index
+        self.labels: IdArray = np.zeros(0, dtype=np.int64)
+        self.deleted = np.zeros(0, dtype=bool)
+        self.read_only = False
+        self._live_bits: np.ndarray | None = None  # packed bitmap, rebuilt after removals
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return "hnsw-sq8" if self.sq8 else "hnsw"
+
+    # ----- building ----------------------------------------------------------------------
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    def train(self, sample: FloatArray) -> None:
+        """Learn the 8-bit ranges (sq8 only; a flat graph needs no training)."""
+        if not self.is_trained:
+            self._index.train(np.ascontiguousarray(sample[:SQ8_TRAIN_MAX], dtype=np.float32))
+
+    def add(self, ids: IdArray, vectors: FloatArray) -> None:
+        self._check_writable()
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        self.train(vectors)
+        self._index.add(vectors)
+        self.labels = np.concatenate([self.labels, ids])
+        self.deleted = np.concatenate([self.deleted, np.zeros(len(ids), dtype=bool)])
+
+    def remove(self, ids: IdArray) -> None:
+        hit = np.isin(self.labels, np.asarray(ids, dtype=np.int64)) & ~self.deleted
+        if hit.any():
+            self.deleted = self.deleted | hit
+            self._live_bits = None
+
+    # ----- searching ---------------------------------------------------------------------
+    def search(self, queries: FloatArray, k: int, ef_search: int | None = None) -> SearchHits:
+        """Top-k by the index's own scores (approximate for sq8); missing slots id -1."""
+        faiss = import_faiss()
+
+        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        k = max(int(k), 0)
+        if k == 0 or len(q) == 0 or len(self) == 0:
+            return SearchHits.empty(len(q), k)
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(int(ef_search or self.ef_search), k)
+        selector = None
+        if self.deleted.any():
+            if self._live_bits is None:
+                self._live_bits = np.packbits(~self.deleted, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(self.deleted), faiss.swig_ptr(self._live_bits))
+            params.sel = selector
+        scores, internal = self._index.search(q, k, params=params)
+        del selector  # kept alive until FAISS is done with it
+        found = internal >= 0
+        ids = np.where(found, self.labels[np.where(found, internal, 0)], MISSING_ID)
+        return SearchHits(
+            scores=np.where(found, scores, -np.inf).astype(np.float32), ids=ids.astype(np.int64)
+        )
+
+    def __len__(self) -> int:
+        return int(len(self.labels) - np.count_nonzero(self.deleted))
+
+    def ids(self) -> IdArray:
+        """Image ids currently searchable."""
+        return self.labels[~self.deleted]
+
+    @property
+    def deleted_fraction(self) -> float:
+        return float(np.count_nonzero(self.deleted) / max(1, len(self.deleted)))
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "M": self.m,
+            "ef_construction": self.ef_construction,
+            "ef_search": self.ef_search,
+            "storage": "sq8" if self.sq8 else "float32",
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "count": len(self), **self.params()}
+
+    # ----- persistence -------------------------------------------------------------------
+    def save(self, folder: Path, index_unchanged_from: Path | None = None) -> None:
+        """Write into ``folder``; hard-link the FAISS file from ``index_unchanged_from``
+        when only deletions happened since it was written (no need to rewrite it)."""
+        faiss = import_faiss()
+
+        if index_unchanged_from is not None:
+            (folder / INDEX_FILE).hardlink_to(index_unchanged_from / INDEX_FILE)
+        else:
+            faiss.write_index(self._index, str(folder / INDEX_FILE))
+        np.save(folder / LABELS_FILE, self.labels)
+        np.save(folder / DELETED_FILE, self.deleted)
+
+    @classmethod
+    def load(cls, folder: Path, params: dict[str, Any], mmap: bool) -> HNSWIndex:
+        """``mmap``: vector codes stay in the file (page cache), read-only; else writable."""
+        faiss = import_faiss()
+
+        flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        raw = faiss.read_index(str(folder / INDEX_FILE), flags)
+        dim = int(raw.d)
+        self = cls(
+            dim,
+            m=int(params["M"]),
+            sq8=params["storage"] == "sq8",
+            ef_construction=int(params["ef_construction"]),
+            ef_search=int(params["ef_search"]),
+            faiss_index=raw,
+        )
+        self.labels = np.load(folder / LABELS_FILE, mmap_mode="r" if mmap else None)
+        self.deleted = np.load(folder / DELETED_FILE)
+        self.read_only = mmap
+        return self
+
+    def _check_writable(self) -> None:
+        # Adding to a memory-mapped FAISS index aborts the process; refuse instead.
+        if self.read_only:
+            raise RuntimeError("internal: this index was loaded read-only (memory-mapped)")
