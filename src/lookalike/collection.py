@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lookalike.adapters import same_adapter
+from lookalike.adapters import check_recorded_adapter, same_adapter
 from lookalike.duplicates import duplicate_groups, neighbour_batches
 from lookalike.errors import CollectionError, ImageReadError, ModelMismatchError
 from lookalike.images import absolute, load_image
@@ -85,7 +85,10 @@ class Collection:
                 f"{root} holds vectors from model {stored_name!r}, not {model!r}; "
                 f"index with --model {stored_name}, or use another --db folder for {model!r}"
             )
-        if adapter_path is None and manifest.get("adapter"):
+        if adapter_path is not None:
+            # Checked now, by content: searching stored vectors never builds the model.
+            check_recorded_adapter(manifest.get("adapter"), adapter_path, root)
+        elif manifest.get("adapter"):
             adapter_path = Path(manifest["adapter"]["path"])
         if model_options is None:
             model_options = _stored_options(manifest)

@@ -39,6 +39,7 @@ _BUILTIN_MODULES = (
     "lookalike.models.pixels",
     "lookalike.models.efficientnet_lite",
     "lookalike.models.timm_models",
+    "lookalike.models.combined",
 )
 _loaded = False
 
