@@ -254,6 +254,37 @@ def test_info_json(cli_json: CliJson, db: Path, photos: dict[str, Path]) -> None
     assert info["skipped"] == [{"path": str(root / "empty.jpg"), "reason": "empty file (0 bytes)"}]
 
 
+def test_index_kind_and_memory_budget_are_remembered(
+    cli_json: CliJson, cli: Cli, db: Path, photos: dict[str, Path]
+) -> None:
+    root = photos["astronaut"].parent
+    args = ("--db", db, "--model", TEST_MODEL, "--index", "hnsw", "--memory-budget", "1G")
+    report = cli_json("index", root, *args)
+    manifest = json.loads((db / "manifest.json").read_text())
+    assert manifest["index"] == {"kind": "hnsw", "memory_budget": 1 << 30}
+    index = cli_json("info", "--db", db)["index"]
+    # Ten photos are too few to tune an approximate index on: exact, and it says why.
+    assert index["requested_kind"] == "hnsw" and index["kind"] == "exact"
+    assert "1000" in index["note"] and report["total"] == len(photos)
+    assert "asked for hnsw" in cli("info", "--db", db).stdout
+    cli_json("index", root, "--db", db, "--index", "exact")
+    assert json.loads((db / "manifest.json").read_text())["index"]["kind"] == "exact"
+
+    bad = cli("index", root, "--db", db, "--memory-budget", "lots")
+    assert bad.exit_code == 2 and "'lots' is not a size" in bad.output
+    assert cli("index", root, "--db", db, "--index", "annoy").exit_code == 2
+
+
+def test_info_bytes_count_the_index_folders(
+    cli_json: CliJson, db: Path, photos: dict[str, Path]
+) -> None:
+    cli_json("index", photos["astronaut"].parent, "--db", db, "--model", TEST_MODEL)
+    before = cli_json("info", "--db", db)["bytes"]
+    (db / "index-1").mkdir()
+    (db / "index-1" / "index.faiss").write_bytes(b"x" * 5000)
+    assert cli_json("info", "--db", db)["bytes"] == before + 5000
+
+
 def test_info_human_output(cli: Cli, indexed: dict[str, Path], db: Path) -> None:
     result = cli("info", "--db", db)
     assert result.exit_code == 0

@@ -122,6 +122,9 @@ def test_one_model_id_in_a_collection(tmp_path: Path) -> None:
         assert col.model_name == name
         assert col.info()["model_identity"]["preprocessing"]["parts"][1]["model"] == HIST
         assert col.embedder.info.identity() == col.store.manifest["model"]
+    # Another spelling of the same combination is the same model.
+    with Collection.open(tmp_path / "db", model=f"raw-pixels * 6 + {HIST} * 4") as col:
+        assert col.model_name == name
     with pytest.raises(ModelMismatchError):
         Collection.open(tmp_path / "db", model=f"raw-pixels+{HIST}")
 

@@ -20,7 +20,7 @@ from lookalike.images import load_image
 from lookalike.models import ModelOptions, create_embedder, get_entry, list_models
 from lookalike.models import efficientnet_lite as el
 from lookalike.models.onnx_backend import TorchFeatureModel
-from lookalike.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from lookalike.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, RECIPE, Preprocess
 
 LITE = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 
@@ -135,11 +135,33 @@ def test_preprocess_matches_reference_pipeline() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"size": 0}, {"size": 8, "crop_fraction": 1.5}, {"size": 8, "resample": "cubic"}],
+    [
+        {"size": 0},
+        {"size": 8, "crop_fraction": 1.5},
+        {"size": 8, "resample": "cubic"},
+        {"size": 8, "recipe": 1},  # what an older lookalike recorded
+    ],
 )
 def test_preprocess_rejects_bad_settings(kwargs: dict[str, object]) -> None:
     with pytest.raises(ModelError):
         Preprocess(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_collection_from_an_older_recipe_refuses_new_vectors(
+    tmp_path: Path, photos: dict[str, Path]
+) -> None:
+    from lookalike.collection import Collection
+    from lookalike.errors import ModelMismatchError
+
+    db = tmp_path / "db"
+    with Collection.open(db, create=True) as col:
+        col.index([photos["astronaut"]])
+    manifest = json.loads((db / "manifest.json").read_text())
+    assert manifest["model"]["preprocessing"]["recipe"] == RECIPE
+    del manifest["model"]["preprocessing"]["recipe"]  # made before recipes were recorded
+    (db / "manifest.json").write_text(json.dumps(manifest))
+    with Collection.open(db) as col, pytest.raises(ModelMismatchError, match="preprocessing"):
+        col.index([photos["coffee"]])
 
 
 # --- the pretrained networks on real photos --------------------------------------------------

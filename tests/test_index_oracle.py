@@ -234,6 +234,32 @@ def test_a_stale_index_is_brought_up_to_date_before_searching(tmp_path: Path, da
     assert not np.isin(hits.ids, ids[:10]).any()
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_long_lived_reader_sees_another_processs_sync(
+    tmp_path: Path, data: Data, kind: str
+) -> None:
+    """The web server's case: one manager keeps serving while another process indexes."""
+    store = new_store(tmp_path)
+    ids = add(store, data.vectors(N), "a")
+    IndexManager(store, kind=kind).sync()
+    reader = IndexManager(Store.open(tmp_path), kind=kind)
+    queries = data.queries(5)
+    reader.search(queries, 10)
+
+    writer = Store.open(tmp_path)  # as `lookalike index` in another process
+    fresh = add(writer, data.vectors(5), "b")
+    # Mid-index: rows appended, no sync yet. The reader answers from what it knew.
+    hits = reader.search(writer.vectors_for(fresh), 1)
+    assert not np.isin(hits.ids, fresh).any()
+    remove(writer, ids[:10])
+    IndexManager(writer, kind=kind).sync()
+
+    hits = reader.search(writer.vectors_for(fresh), 1)
+    assert np.array_equal(hits.ids[:, 0], fresh)
+    check_hits(writer, queries, reader.search(queries, 10), 10)
+    assert not np.isin(reader.search(queries, 50).ids, ids[:10]).any()
+
+
 def test_a_changed_file_is_found_under_its_new_id_only(tmp_path: Path, data: Data) -> None:
     store = new_store(tmp_path)
     old_vectors = data.vectors(N)

@@ -133,6 +133,29 @@ def test_deleted_file(db: Path, indexed: dict[str, Path], counting_model: EmbedL
     assert counting_model.count == 0
 
 
+def test_dead_vector_rows_are_reclaimed(
+    db: Path, indexed: dict[str, Path], counting_model: EmbedLog
+) -> None:
+    """Deleting most files leaves dead rows; the run compacts the vector file, and every
+    image that stays keeps its vector and is still found."""
+    keep = ["astronaut", "coffee", "rocket"]
+    kept = {name: _vector_of(db, indexed[name]) for name in keep}
+    for name, path in indexed.items():
+        if name not in keep:
+            path.unlink()
+    report = _index(db, indexed["astronaut"].parent)
+    assert report.removed == len(indexed) - len(keep) and report.total == len(keep)
+    assert report.index["vector_rows_reclaimed"] == len(indexed) - len(keep)
+    with Collection.open(db) as col:
+        assert col.store.vector_rows() == len(keep) and col.store.dead_rows() == 0
+        assert sorted(p.name for p in db.glob("vectors*.f32")) == [col.store.vectors_path.name]
+        for name, (image_id, vector) in kept.items():
+            assert np.array_equal(col.store.vectors_for([image_id])[0], vector)
+            hits = col.search_vectors(vector[None], k=1)[0]
+            assert hits[0].path == str(indexed[name]) and hits[0].score > 0.999
+    assert counting_model.count == 0
+
+
 @pytest.mark.parametrize("where", ["same-folder", "sub-folder"])
 def test_moved_file_keeps_its_vector(
     db: Path, indexed: dict[str, Path], counting_model: EmbedLog, where: str

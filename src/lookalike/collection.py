@@ -26,6 +26,7 @@ from lookalike.store import ImageRecord, Store
 from lookalike.vectors import FloatArray, IdArray, cosine_to_euclidean
 
 Query = str | os.PathLike[str] | Image.Image
+COMPACT_DEAD_FRACTION = 0.25  # rewrite the vector file once this share of it is dead rows
 
 
 class Collection:
@@ -56,9 +57,17 @@ class Collection:
         model: str | None = None,
         model_options: ModelOptions | None = None,
         adapter: str | os.PathLike[str] | None = None,
+        index_kind: str | None = None,
+        memory_budget: str | int | None = None,
         create: bool = False,
     ) -> Collection:
+        """Open the collection in ``db`` (``create``: make it if missing).
+
+        ``index_kind`` / ``memory_budget``: the search index to keep (see index.budget);
+        saved in the manifest, so they apply to later commands too.
+        """
         root = Path(db).expanduser() if db is not None else default_db()
+        index_settings = _index_settings(index_kind, memory_budget)
         adapter_path = Path(adapter).expanduser().absolute() if adapter else None
         manifest = Store.read_manifest(root)
         if manifest is None:
@@ -75,11 +84,15 @@ class Collection:
                     "adapter": _adapter_identity(embedder),
                     # Where explicit weights came from, so later commands need no --weights.
                     "weights_file": _weights_file(model_options),
-                    "index": {"kind": "auto"},
+                    "index": {"kind": "auto", **index_settings},
                 },
             )
             return cls(store, model_options, adapter_path, embedder)
         stored_name = manifest["model"]["model"]
+        if model is not None and "+" in model:
+            from lookalike.models.combined import canonical_name
+
+            model = canonical_name(model)
         if model is not None and model != stored_name:
             raise ModelMismatchError(
                 f"{root} holds vectors from model {stored_name!r}, not {model!r}; "
@@ -92,7 +105,13 @@ class Collection:
             adapter_path = Path(manifest["adapter"]["path"])
         if model_options is None:
             model_options = _stored_options(manifest)
-        return cls(Store(root, manifest), model_options, adapter_path)
+        store = Store(root, manifest)
+        stored_index = manifest.get("index", {})
+        if index_settings and {**stored_index, **index_settings} != stored_index:
+            # Takes effect at the next sync (the next `index` run rebuilds the index).
+            manifest["index"] = {**stored_index, **index_settings}
+            store.save_manifest()
+        return cls(store, model_options, adapter_path)
 
     def close(self) -> None:
         self.store.close()
@@ -151,7 +170,13 @@ class Collection:
         self.store.lock()
         try:
             report = index_paths(self.store, embedder, paths, batch_size, progress)
+            # Changed and deleted files leave dead rows in the append-only vector file.
+            reclaimed = 0
+            if self.store.dead_rows() > COMPACT_DEAD_FRACTION * self.store.vector_rows():
+                reclaimed = self.store.compact()
             report.index = self.indexes.sync()
+            if reclaimed:
+                report.index["vector_rows_reclaimed"] = reclaimed
         finally:
             self.store.unlock()
         return report
@@ -168,7 +193,8 @@ class Collection:
 
     def info(self) -> dict[str, Any]:
         manifest = self.store.manifest
-        files = [p for p in self.store.root.iterdir() if p.is_file()]
+        # Everything on disk, index generations (index-<ns>/ folders) included.
+        files = [p for p in self.store.root.rglob("*") if p.is_file()]
         return {
             "db": str(self.store.root.absolute()),
             "model": self.model_name,
@@ -319,6 +345,20 @@ def _stored_options(manifest: dict[str, Any]) -> ModelOptions:
         pool=pool if isinstance(pool, str) else "avg",
         weights=Path(weights) if isinstance(weights, str) else None,
     )
+
+
+def _index_settings(kind: str | None, memory_budget: str | int | None) -> dict[str, Any]:
+    """Validated index options as stored in manifest["index"]; only those given."""
+    from lookalike.index.budget import KINDS, parse_memory_budget
+
+    settings: dict[str, Any] = {}
+    if kind is not None:
+        if kind not in KINDS:
+            raise CollectionError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+        settings["kind"] = kind
+    if memory_budget is not None:
+        settings["memory_budget"] = parse_memory_budget(memory_budget)
+    return settings
 
 
 def _weights_file(options: ModelOptions | None) -> str | None:

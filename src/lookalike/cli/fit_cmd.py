@@ -28,7 +28,12 @@ from lookalike.cli.common import (
     default=None,
     help="Load the model's weights from this file.",
 )
-@click.option("--pool", type=click.Choice(["avg", "gem"]), default="avg", show_default=True)
+@click.option(
+    "--pool",
+    type=click.Choice(["avg", "gem"]),
+    default=None,
+    help="Feature pooling.  [default: avg]",
+)
 @click.option(
     "--kind",
     type=click.Choice(["mlp", "linear", "pca"]),
@@ -60,7 +65,7 @@ def fit_command(
     out: Path,
     model: str | None,
     weights: Path | None,
-    pool: str,
+    pool: str | None,
     kind: str,
     loss: str,
     dim: int,

@@ -13,6 +13,7 @@ from lookalike.cli.common import (
     progress_bar,
     stderr_is_terminal,
 )
+from lookalike.index.budget import KINDS
 
 
 @click.command("index")
@@ -20,6 +21,22 @@ from lookalike.cli.common import (
 @db_option
 @model_options
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option(
+    "--index",
+    "index_kind",
+    type=click.Choice(KINDS),
+    default=None,
+    help="Search index to keep (remembered by the collection). auto: exact up to "
+    "50,000 images, then an approximate index tuned to recall@10 >= 0.95 that fits "
+    "--memory-budget.  [default: auto]",
+)
+@click.option(
+    "--memory-budget",
+    default=None,
+    metavar="SIZE",
+    callback=lambda _ctx, _param, value: _check_budget(value),
+    help="RAM the index may use, e.g. 4G or 512M (remembered). [default: a quarter of RAM]",
+)
 @json_option
 def index_command(
     paths: tuple[Path, ...],
@@ -29,6 +46,8 @@ def index_command(
     pool: str | None,
     adapter: Path | None,
     batch_size: int,
+    index_kind: str | None,
+    memory_budget: str | None,
     as_json: bool,
 ) -> None:
     """Embed the images under PATHS into the collection (only new or changed files).
@@ -39,6 +58,7 @@ def index_command(
     Examples:
       lookalike index ~/Pictures ~/Downloads
       lookalike index photos/ --db ./my-db --model efficientnet-lite2 --json
+      lookalike index /archive --index hnsw-sq8 --memory-budget 4G
     """
     from lookalike.collection import Collection
 
@@ -48,6 +68,8 @@ def index_command(
             model=model,
             model_options=build_model_options(weights, pool),
             adapter=adapter,
+            index_kind=index_kind,
+            memory_budget=memory_budget,
             create=True,
         ) as col,
         progress_bar("embedding", stderr_is_terminal()) as progress,
@@ -65,3 +87,16 @@ def index_command(
         click.echo(f"{report.ignored} non-image files ignored")
     for skip in report.skipped:
         click.echo(f"skipped {skip.path}: {skip.reason}", err=True)
+
+
+def _check_budget(value: str | None) -> str | None:
+    """A bad --memory-budget is a usage error (exit 2), caught before any work."""
+    from lookalike.errors import IndexBuildError
+    from lookalike.index.budget import parse_memory_budget
+
+    if value is not None:
+        try:
+            parse_memory_budget(value)
+        except IndexBuildError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -25,10 +26,34 @@ def info_command(db: Path | None, as_json: bool) -> None:
         click.echo(f"adapter     {info['adapter'].get('path')}")
     click.echo(f"images      {info['count']}")
     click.echo(f"on disk     {info['bytes'] / 1e6:.1f} MB")
-    index = info["index"]
-    params = ", ".join(f"{k}={v}" for k, v in index.items() if k != "kind")
-    click.echo(f"index       {index['kind']} ({params})")
+    click.echo(f"index       {_index_line(info['index'])}")
     if info["skipped"]:
         click.echo(f"skipped     {len(info['skipped'])} files:")
         for item in info["skipped"]:
             click.echo(f"  {item['path']}: {item['reason']}")
+
+
+# What the index line shows of IndexManager.describe(); --json has everything.
+_TUNING_KEYS = ("M", "ef_search", "storage", "nlist", "m", "nbits", "nprobe", "shortlist")
+
+
+def _index_line(index: dict[str, Any]) -> str:
+    if not index.get("built", True):
+        return f"{index['kind']} (not built yet)"
+    parts = [index["kind"]]
+    if index.get("requested_kind") not in (None, index["kind"]):
+        parts.append(f"(asked for {index['requested_kind']})")
+    recall = index.get("recall_at_10")
+    if recall is not None and index["kind"] != "exact":
+        queries = index.get("recall_queries")
+        parts.append(f"recall@10 {recall:.3f}" + (f" on {queries} held-out" if queries else ""))
+    params = [f"{k}={index[k]}" for k in _TUNING_KEYS if k in index]
+    if params:
+        parts.append(", ".join(params))
+    if index.get("bytes"):
+        parts.append(f"{index['bytes'] / 1e6:.1f} MB")
+    if index.get("note"):
+        parts.append(index["note"])
+    if index.get("up_to_date") is False:
+        parts.append("out of date: the next search or index run updates it")
+    return "; ".join(parts)

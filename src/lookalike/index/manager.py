@@ -104,6 +104,7 @@ class IndexManager:
         self._row_ids: IdArray | None = None  # exact search: row -> id
         self._synced_state: dict[str, Any] = {}  # store fingerprint the sync in progress saw
         self._ready = False
+        self._disk_stamp: tuple[Any, ...] | None = None  # what _ready was decided from
 
     # ===== public API =====================================================================
     def sync(self, progress: ProgressFn | None = None) -> dict[str, Any]:
@@ -396,6 +397,7 @@ class IndexManager:
         self._lookup = lookup
         self._row_ids = row_ids
         self._ready = True
+        self._disk_stamp = self._current_stamp()
 
     def _read_meta(self) -> dict[str, Any] | None:
         """index.json, or None when missing, unreadable or made for other vectors."""
@@ -420,6 +422,15 @@ class IndexManager:
             "store_count": self.store.count(),
         }
 
+    def _current_stamp(self) -> tuple[Any, ...]:
+        """Cheap to read, and changes whenever another process syncs or compacts."""
+        try:
+            st = (self.store.root / META_FILE).stat()
+            meta_stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            meta_stamp = None
+        return (meta_stamp, self.store.vectors_path.name)
+
     def _is_fresh(self, meta: dict[str, Any]) -> bool:
         """Whether the store is as it was when this index was synced."""
         return all(meta.get(k) == v for k, v in self._fingerprint().items())
@@ -435,9 +446,17 @@ class IndexManager:
 
     # ===== searching ======================================================================
     def _ensure_ready(self) -> None:
-        """Load the persisted index (memory-mapped) or, if stale or missing, sync first."""
-        if self._ready:
+        """Load the persisted index (memory-mapped) or, if stale or missing, sync first.
+
+        A process that lives long (the web server) sees other processes' syncs: index.json
+        is replaced by each one, so a changed stamp means our view is out of date.
+        """
+        stamp = self._current_stamp()
+        if self._ready and stamp == self._disk_stamp:
             return
+        self._ready = False
+        self._index = None
+        self._row_ids = None
         meta = self._read_meta()
         fresh = meta is not None and self._is_fresh(meta)
         if meta is not None and fresh and meta["kind"] != "exact":
@@ -452,11 +471,14 @@ class IndexManager:
             return
         self._meta = meta
         self._ready = True
+        self._disk_stamp = stamp
 
     def _exact(self, q: FloatArray, k: int) -> SearchHits:
         if self._row_ids is None:
             self._row_ids = self.store.row_ids()
-        return topk_blockwise(self.store.matrix(), self._row_ids, q, k)
+        # Rows appended since row_ids was read (another process, mid-index) aren't ours yet.
+        n = min(len(self._row_ids), self.store.matrix().shape[0])
+        return topk_blockwise(self.store.matrix()[:n], self._row_ids[:n], q, k)
 
     def _approx_search(
         self, index: Approx, q: FloatArray, k: int, params: dict[str, Any]

@@ -6,8 +6,8 @@ calls each go through their own lock, so an upload being embedded does not hold 
 thumbnails and browsing.
 
 A server runs for days while `lookalike index` may add to the same collection from
-another process: searches check whether the stored vectors changed and, if so, start
-from a fresh view of the search index (the model is kept).
+another process: the collection's IndexManager notices each sync made elsewhere and
+reloads its view of the index before the next search.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ class CollectionService:
         self._store_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._draft_size: int | None = None
-        self._seen: tuple[str, int, int] | None = None
 
     def warm_up(self) -> None:
         """Build the model now, so a bad model fails at startup, not on the first query."""
@@ -46,28 +45,16 @@ class CollectionService:
                 self._draft_size = self.collection.embedder.draft_size
         return self._draft_size
 
-    def _follow_disk(self) -> None:
-        """Call with the store lock held: pick up vectors another process added since."""
-        store = self.collection.store
-        now = (store.vectors_path.name, store.vector_rows(), store.count())
-        if self._seen is not None and now != self._seen:
-            old = self.collection
-            # Same store and model; a new Collection builds a new view of the index.
-            self.collection = Collection(store, old.model_options, old.adapter_path, old.embedder)
-        self._seen = now
-
     def search_image(self, image: Image.Image, label: str, k: int, metric: str) -> QueryResult:
         with self._model_lock:
             vectors = self.collection.embed_images([image])
         with self._store_lock:
-            self._follow_disk()
             hits = self.collection.search_vectors(vectors, k, metric)
         return QueryResult(label, hits[0])
 
     def search_id(self, image_id: int, k: int, metric: str) -> QueryResult | None:
         """More like this: neighbours of an indexed image; None when there is no such id."""
         with self._store_lock:
-            self._follow_disk()
             if self.collection.store.find(image_id) is None:
                 return None
             return self.collection.search_by_id([image_id], k, metric)[0]
@@ -82,7 +69,6 @@ class CollectionService:
 
     def duplicates(self, threshold: float) -> list[DuplicateGroup]:
         with self._store_lock:
-            self._follow_disk()
             return self.collection.duplicates(threshold=threshold)
 
     def info(self) -> dict[str, Any]:
