@@ -188,6 +188,37 @@ def test_fit_folder_embeds_once_then_reuses_the_vectors(
     assert sum(line.startswith("epoch ") for line in lines) == 5
 
 
+def test_eval_applies_adapters_to_the_cached_vectors(
+    tmp_path: Path, counting_model: EmbedLog
+) -> None:
+    """Scoring several adapters on one folder embeds it once; scores are those of the
+    adapted vectors, and an adapter fit on another model is refused."""
+    from lookalike.evaluation.runner import evaluate, nearest
+
+    data = write_classes(tmp_path / "data")
+    options = FitOptions(dim=8, epochs=5)
+    fit_folder(data, tmp_path / "a.npz", COUNTING_MODEL, options=options)
+    assert counting_model.count == 24
+    cache = tmp_path / "eval-cache"
+    plain = evaluate(data, COUNTING_MODEL, k=5, cache_root=cache)
+    adapted = evaluate(data, COUNTING_MODEL, k=5, adapter=tmp_path / "a.npz", cache_root=cache)
+    assert counting_model.count == 48 and adapted.embedded == 0  # once for fit, once for eval
+    # The neighbours are those of the adapted vectors, as a collection indexed with the
+    # adapter stores them.
+    with Collection.open(
+        tmp_path / "db", model=COUNTING_MODEL, adapter=tmp_path / "a.npz", create=True
+    ) as col:
+        col.index([data])
+        row = {r.path: r.row for r in col.store.iter_records()}
+        stored = col.store.matrix()[[row[p] for p in adapted.gallery_paths]]
+    expected, _ = nearest(np.asarray(stored), np.asarray(stored), 5, exclude_self=True)
+    np.testing.assert_array_equal(adapted.neighbours, expected)
+    assert not np.array_equal(plain.neighbours, expected)
+    fit_folder(data, tmp_path / "p.npz", "raw-pixels", options=FitOptions(dim=4, epochs=1))
+    with pytest.raises(ModelMismatchError, match="fit on 'raw-pixels'"):
+        evaluate(data, COUNTING_MODEL, k=5, adapter=tmp_path / "p.npz", cache_root=cache)
+
+
 def test_collection_records_its_adapter_and_refuses_another(
     tmp_path: Path, counting_model: EmbedLog
 ) -> None:

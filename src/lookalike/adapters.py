@@ -214,8 +214,14 @@ def apply_adapter(embedder: Embedder, path: str | os.PathLike[str]) -> AdaptedEm
     """``embedder`` followed by the adapter in ``path``, which must have been fit on it."""
     path = Path(path).expanduser().absolute()
     adapter, digest = load_adapter(path)
+    check_fit_on(adapter, embedder.info.identity(), path)
+    return AdaptedEmbedder(embedder, adapter, path, digest)
+
+
+def check_fit_on(adapter: Adapter, identity: Mapping[str, Any], path: Path) -> None:
+    """Refuse an adapter fit on vectors of another model (``identity``: ModelInfo's)."""
     # Through JSON, as the adapter file stores it (tuples become lists).
-    ours = json.loads(json.dumps(embedder.info.identity()))
+    ours = json.loads(json.dumps(dict(identity)))
     if adapter.model != ours:
         diff = sorted(
             k for k in set(ours) | set(adapter.model) if ours.get(k) != adapter.model.get(k)
@@ -225,7 +231,6 @@ def apply_adapter(embedder: Embedder, path: str | os.PathLike[str]) -> AdaptedEm
             f"from {ours['model']!r} here (in {', '.join(diff)}); fit one for this model: "
             f"`lookalike fit DATASET_DIR --model {ours['model']} --out FILE`"
         )
-    return AdaptedEmbedder(embedder, adapter, path, digest)
 
 
 def check_recorded_adapter(

@@ -118,20 +118,11 @@ def labels_of(neighbours: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:
     return np.where(neighbours >= 0, gallery_labels[np.maximum(neighbours, 0)], MISSING_LABEL)
 
 
-def cache_key(folder: Path, model: str, options: ModelOptions, adapter: Path | None) -> str:
+def cache_key(folder: Path, model: str, options: ModelOptions) -> str:
     """Names the cached collection of one folder embedded by one model setup."""
-
-    def where(path: Path | None) -> str | None:
-        return str(Path(path).expanduser().absolute()) if path else None
-
+    weights = str(Path(options.weights).expanduser().absolute()) if options.weights else None
     blob = json.dumps(
-        {
-            "folder": str(folder),
-            "model": model,
-            "weights": where(options.weights),
-            "pool": options.pool,
-            "adapter": where(adapter),
-        },
+        {"folder": str(folder), "model": model, "weights": weights, "pool": options.pool},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
@@ -146,27 +137,38 @@ def embed_labelled(
     batch_size: int = 32,
     progress: ProgressFn | None = None,
 ) -> Embedded:
-    """Vectors for a labelled folder, through its cached collection."""
+    """Vectors for a labelled folder, through its cached collection.
+
+    The cache holds the model's own vectors; an adapter is applied to them afterwards, so
+    trying several adapters (or none) on one folder embeds it once.
+    """
     from lookalike.errors import ModelMismatchError
     from lookalike.paths import cache_dir
 
     options = model_options or ModelOptions()
-    root = (cache_root or cache_dir() / "eval") / cache_key(images.root, model, options, adapter)
+    root = (cache_root or cache_dir() / "eval") / cache_key(images.root, model, options)
     wanted = [str(p) for p in images.paths]
     # The class folders only: files loose in the root are not embedded for nothing.
     folders = sorted({images.root / p.relative_to(images.root).parts[0] for p in images.paths})
     started = time.perf_counter()
     try:
-        report, found = _index_cached(
-            root, folders, wanted, model, options, adapter, batch_size, progress
+        report, found, identity = _index_cached(
+            root, folders, wanted, model, options, batch_size, progress
         )
     except ModelMismatchError:
-        # The weights or adapter file behind this cache changed: the cache is ours to rebuild.
+        # The weights file behind this cache changed: the cache is ours to rebuild.
         shutil.rmtree(root)
-        report, found = _index_cached(
-            root, folders, wanted, model, options, adapter, batch_size, progress
+        report, found, identity = _index_cached(
+            root, folders, wanted, model, options, batch_size, progress
         )
     keep, vectors = found
+    if adapter is not None:
+        from lookalike.adapters import check_fit_on, load_adapter
+
+        path = Path(adapter).expanduser().absolute()
+        fitted, _ = load_adapter(path)
+        check_fit_on(fitted, identity, path)
+        vectors = fitted.apply(vectors)
     reasons = {s.path: s.reason for s in report.skipped}
     skipped = [(str(p), "not in a class folder") for p in images.unlabelled]
     skipped += [(str(p), reason) for p, reason in images.errors]
@@ -188,24 +190,22 @@ def _index_cached(
     wanted: list[str],
     model: str,
     options: ModelOptions,
-    adapter: Path | None,
     batch_size: int,
     progress: ProgressFn | None,
-) -> tuple[IndexReport, tuple[np.ndarray, FloatArray]]:
+) -> tuple[IndexReport, tuple[np.ndarray, FloatArray], dict[str, Any]]:
     """Index ``folders`` into the cached collection at ``root``; return the report, which of
-    ``wanted`` paths have a vector, and those vectors (in order)."""
+    ``wanted`` paths have a vector, those vectors (in order) and the model's identity."""
     from lookalike.collection import Collection
 
-    with Collection.open(
-        root, model=model, model_options=options, adapter=adapter, create=True
-    ) as col:
+    with Collection.open(root, model=model, model_options=options, create=True) as col:
         report = col.index(folders, batch_size=batch_size, progress=progress)
+        identity = dict(col.store.manifest["model"])
         row_of = {r.path: r.row for r in col.store.iter_records()}
         keep = np.array([p in row_of for p in wanted], dtype=bool)
         rows = [row_of[p] for p in wanted if p in row_of]
         # Copied out of the memory map before the collection closes.
         vectors = np.ascontiguousarray(col.store.matrix()[rows], dtype=np.float32)
-    return report, (keep, vectors)
+    return report, (keep, vectors), identity
 
 
 def nearest(
