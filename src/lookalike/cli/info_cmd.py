@@ -41,8 +41,11 @@ def _index_line(index: dict[str, Any]) -> str:
     if not index.get("built", True):
         return f"{index['kind']} (not built yet)"
     parts = [index["kind"]]
-    if index.get("requested_kind") not in (None, index["kind"]):
-        parts.append(f"(asked for {index['requested_kind']})")
+    requested = index.get("requested_kind")
+    if requested == "auto":
+        parts[0] += " (chosen by auto)"
+    elif requested not in (None, index["kind"]):
+        parts[0] += f" (asked for {requested})"
     recall = index.get("recall_at_10")
     if recall is not None and index["kind"] != "exact":
         queries = index.get("recall_queries")
