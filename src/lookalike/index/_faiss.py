@@ -1,9 +1,12 @@
-"""One place that imports FAISS, so every caller gets the same OpenMP settings."""
+"""One place that imports FAISS (so every caller gets the same OpenMP settings), and what
+the FAISS-backed index kinds share."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
+
+from lookalike.index.base import VectorIndex
 
 
 def import_faiss() -> Any:
@@ -19,3 +22,26 @@ def import_faiss() -> Any:
     import faiss
 
     return faiss
+
+
+class FaissIndex(VectorIndex):
+    """Base of the kinds that wrap one FAISS index in ``self._index``."""
+
+    _index: Any
+    read_only: bool = False  # loaded memory-mapped: searchable, not changeable
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    def params(self) -> dict[str, Any]:
+        """Build and search parameters, as index.json and `lookalike info` show them."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "count": len(self), **self.params()}
+
+    def _check_writable(self) -> None:
+        # Adding to a memory-mapped FAISS index aborts the process; refuse instead.
+        if self.read_only:
+            raise RuntimeError("internal: this index was loaded read-only (memory-mapped)")

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.index._faiss import import_faiss
-from lookalike.index.base import MISSING_ID, SearchHits, VectorIndex
+from lookalike.index._faiss import FaissIndex, import_faiss
+from lookalike.index.base import MISSING_ID, SearchHits
 from lookalike.vectors import FloatArray, IdArray
 
 INDEX_FILE = "index.faiss"
@@ -23,7 +23,7 @@ DELETED_FILE = "deleted.npy"
 SQ8_TRAIN_MAX = 100_000  # the 8-bit ranges need only a sample
 
 
-class HNSWIndex(VectorIndex):
+class HNSWIndex(FaissIndex):
     """Inner-product HNSW over unit vectors; ``sq8`` stores 1 byte per dimension."""
 
     def __init__(
@@ -53,7 +53,6 @@ class HNSWIndex(VectorIndex):
         self._index = faiss_index
         self.labels: IdArray = np.zeros(0, dtype=np.int64)
         self.deleted = np.zeros(0, dtype=bool)
-        self.read_only = False
         self._live_bits: np.ndarray | None = None  # packed bitmap, rebuilt after removals
 
     @property
@@ -61,10 +60,6 @@ class HNSWIndex(VectorIndex):
         return "hnsw-sq8" if self.sq8 else "hnsw"
 
     # ----- building ----------------------------------------------------------------------
-    @property
-    def is_trained(self) -> bool:
-        return bool(self._index.is_trained)
-
     def train(self, sample: FloatArray) -> None:
         """Learn the 8-bit ranges (sq8 only; a flat graph needs no training)."""
         if not self.is_trained:
@@ -131,9 +126,6 @@ class HNSWIndex(VectorIndex):
             "storage": "sq8" if self.sq8 else "float32",
         }
 
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "count": len(self), **self.params()}
-
     # ----- persistence -------------------------------------------------------------------
     def save(self, folder: Path, index_unchanged_from: Path | None = None) -> None:
         """Write into ``folder``; hard-link the FAISS file from ``index_unchanged_from``
@@ -167,8 +159,3 @@ class HNSWIndex(VectorIndex):
         self.deleted = np.load(folder / DELETED_FILE)
         self.read_only = mmap
         return self
-
-    def _check_writable(self) -> None:
-        # Adding to a memory-mapped FAISS index aborts the process; refuse instead.
-        if self.read_only:
-            raise RuntimeError("internal: this index was loaded read-only (memory-mapped)")

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.index._faiss import import_faiss
-from lookalike.index.base import MISSING_ID, SearchHits, VectorIndex
+from lookalike.index._faiss import FaissIndex, import_faiss
+from lookalike.index.base import MISSING_ID, SearchHits
 from lookalike.vectors import FloatArray, IdArray
 
 INDEX_FILE = "index.faiss"
@@ -28,7 +28,7 @@ def pq_nbits(n_train: int) -> int:
     return int(np.clip(bits, 1, 8))
 
 
-class IVFPQIndex(VectorIndex):
+class IVFPQIndex(FaissIndex):
     kind = "ivfpq"
 
     def __init__(
@@ -57,15 +57,10 @@ class IVFPQIndex(VectorIndex):
             faiss_index.cp.spherical = True  # unit vectors: keep centroids on the sphere
         self._index = faiss_index
         self._ids: IdArray = np.zeros(0, dtype=np.int64)  # sorted ids in the index
-        self.read_only = False
 
     @staticmethod
     def train_size(nlist: int) -> int:
         return max(nlist * POINTS_PER_LIST, 10_000)
-
-    @property
-    def is_trained(self) -> bool:
-        return bool(self._index.is_trained)
 
     def train(self, sample: FloatArray, seed: int = 0) -> None:
         self._index.cp.seed = seed
@@ -119,9 +114,6 @@ class IVFPQIndex(VectorIndex):
     def params(self) -> dict[str, Any]:
         return {"nlist": self.nlist, "m": self.m, "nbits": self.nbits, "nprobe": self.nprobe}
 
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "count": len(self), **self.params()}
-
     def save(self, folder: Path) -> None:
         faiss = import_faiss()
 
@@ -146,7 +138,3 @@ class IVFPQIndex(VectorIndex):
         self._ids = np.load(folder / LABELS_FILE, mmap_mode="r" if mmap else None)
         self.read_only = mmap
         return self
-
-    def _check_writable(self) -> None:
-        if self.read_only:
-            raise RuntimeError("internal: this index was loaded read-only (memory-mapped)")
