@@ -178,6 +178,18 @@ def test_search_all(cli_json: CliJson, indexed: dict[str, Path], db: Path) -> No
         assert result["query"] not in [h["path"] for h in result["results"]]
 
 
+@pytest.mark.parametrize("items", [[], [{"a": 1}], [{"query": "é", "results": [1, 2]}, {"b": []}]])
+def test_streamed_json_arrays_read_as_the_whole_list(
+    items: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lookalike.cli.common import emit_json, emit_json_array
+
+    emit_json_array(iter(items))
+    streamed = capsys.readouterr().out
+    emit_json(items)
+    assert streamed == capsys.readouterr().out and json.loads(streamed) == items
+
+
 def test_search_sheet(cli: Cli, indexed: dict[str, Path], db: Path, tmp_path: Path) -> None:
     sheet = tmp_path / "out" / "sheet.png"
     sheet.parent.mkdir()

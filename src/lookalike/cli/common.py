@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -83,6 +83,17 @@ def build_model_options(weights: Path | None, pool: str | None) -> Any:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def emit_json_array(items: Iterable[Any]) -> None:
+    """A JSON array written item by item, laid out as emit_json would: `search --all` on a
+    million images never holds the whole listing in memory."""
+    opened = False
+    for item in items:
+        body = json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        click.echo(("[\n  " if not opened else ",\n  ") + body, nl=False)
+        opened = True
+    click.echo("\n]" if opened else "[]")
 
 
 def stderr_is_terminal() -> bool:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
 
-from lookalike.cli.common import build_model_options, db_option, emit_json, json_option
+from lookalike.cli.common import build_model_options, db_option, emit_json_array, json_option
+from lookalike.results import QueryResult
 
 
 @click.command("search")
@@ -59,24 +61,32 @@ def search_command(
     with Collection.open(
         db, model=model, model_options=build_model_options(weights, pool), adapter=adapter
     ) as col:
-        if all_images:
-            results = list(col.search_all(k=k, metric=metric))
-        else:
-            results = col.search(list(queries), k=k, metric=metric)
-    if sheet is not None:
-        from lookalike.sheet import contact_sheet
+        # --all streams: each batch of neighbours is printed as soon as it is found.
+        results: Iterable[QueryResult] = (
+            col.search_all(k=k, metric=metric)
+            if all_images
+            else col.search(list(queries), k=k, metric=metric)
+        )
+        if sheet is not None:
+            from lookalike.sheet import contact_sheet
 
-        rows = [
-            (r.query, [(h.path, f"#{h.rank} {h.score:.3f}") for h in r.results]) for r in results
-        ]
-        contact_sheet(rows).save(sheet)
-    if as_json:
-        emit_json([r.to_json() for r in results])
-        return
+            results = list(results)
+            rows = [
+                (r.query, [(h.path, f"#{h.rank} {h.score:.3f}") for h in r.results])
+                for r in results
+            ]
+            contact_sheet(rows).save(sheet)
+        if as_json:
+            emit_json_array(r.to_json() for r in results)
+        else:
+            _print_results(results)
+    if sheet is not None and not as_json:
+        click.echo(f"contact sheet written to {sheet}", err=True)
+
+
+def _print_results(results: Iterable[QueryResult]) -> None:
     for result in results:
         click.echo(result.query)
         for hit in result.results:
             extra = f"  distance {hit.distance:.4f}" if hit.distance is not None else ""
             click.echo(f"  {hit.rank:>3}. {hit.score:.4f}{extra}  {hit.path}")
-    if sheet is not None:
-        click.echo(f"contact sheet written to {sheet}", err=True)
