@@ -5,7 +5,8 @@ Builds a real collection (SQLite metadata + memory-mapped vector file) of ``--n`
 synthetic vectors (lookalike.index.synthetic, as benchmarks/search_latency.py) into which
 ``--planted`` near-duplicate pairs are written: a stored vector plus a little noise
 (cosine ~0.99 to its original). Then the CLI itself runs in a child process, as a user
-would run it, and the child's wall time and peak resident memory (ru_maxrss) are taken:
+would run it, and the child's wall time and peak memory are taken (ru_maxrss, which counts
+the memory-mapped vector file's pages, and anonymous memory sampled from /proc):
 
 * ``lookalike index``-time index build (``IndexManager.sync``, in this process: build_s);
 * ``lookalike duplicates --threshold T --json``: groups found, and how many planted pairs
@@ -96,18 +97,53 @@ def set_index(root: Path, kind: str) -> float:
         store.close()
 
 
-def run_cli(args: list[str], stdout_path: Path | None) -> dict[str, Any]:
+# Started by a small launcher, not forked from this process: on Linux a child's peak RSS
+# (ru_maxrss) starts at its parent's RSS when it was forked, and this process holds the
+# generated vectors.
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+child = subprocess.Popen(sys.argv[2:])
+peak_anon = 0  # KiB of anonymous memory: what the page cache cannot take back
+while True:
+    pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+    if pid:
+        break
+    try:
+        with open(f"/proc/{child.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    peak_anon = max(peak_anon, int(line.split()[1]))
+    except OSError:
+        pass
+    time.sleep(0.05)
+result = {
+    "rc": os.waitstatus_to_exitcode(status),
+    "maxrss_kib": usage.ru_maxrss,
+    "peak_anon_kib": peak_anon,
+}
+with open(sys.argv[1], "w") as fh:
+    json.dump(result, fh)
+"""
+
+
+def run_cli(args: list[str], stdout_path: Path | None, workdir: Path) -> dict[str, Any]:
     """Run `lookalike ARGS` in a child; its wall seconds and its own peak RSS."""
+    usage_file = workdir / "usage.json"
     started = time.perf_counter()
     with open(stdout_path or os.devnull, "wb") as out:
-        child = subprocess.Popen([sys.executable, "-m", "lookalike", *args], stdout=out)
-        _, status, usage = os.wait4(child.pid, 0)  # this child's rusage, not all children's
-        child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise SystemExit(f"lookalike {' '.join(args)} exited with {child.returncode}")
+        command = [sys.executable, "-m", "lookalike", *args]
+        launcher = [sys.executable, "-c", _LAUNCHER, str(usage_file), *command]
+        subprocess.run(launcher, stdout=out, check=True)
+    seconds = time.perf_counter() - started
+    usage = json.loads(usage_file.read_text())
+    if usage["rc"] != 0:
+        raise SystemExit(f"lookalike {' '.join(args)} exited with {usage['rc']}")
     return {
-        "seconds": round(time.perf_counter() - started, 1),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
+        "seconds": round(seconds, 1),
+        # Peak resident memory, mapped vector file pages included (evictable page cache).
+        "peak_rss_mb": round(usage["maxrss_kib"] / 1024, 1),
+        # Peak anonymous memory (sampled every 50 ms): what the process itself holds.
+        "peak_anon_mb": round(usage["peak_anon_kib"] / 1024, 1),
     }
 
 
@@ -153,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         dup = run_cli(
             ["duplicates", "--db", str(root), "--threshold", str(args.threshold), "--json"],
             groups_file,
+            args.workdir,
         )
         n_groups, recall = planted_recall(groups_file, pairs)
         print(
@@ -170,7 +207,9 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
         if kind != "exact" and not args.skip_search_all:
-            listing = run_cli(["search", "--all", "-k", "10", "--json", "--db", str(root)], None)
+            listing = run_cli(
+                ["search", "--all", "-k", "10", "--json", "--db", str(root)], None, args.workdir
+            )
             print(
                 json.dumps({"command": "search --all", "index": kind, **common, **listing}),
                 flush=True,
