@@ -146,6 +146,17 @@ def test_add_images_round_trip(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_truncated_vector_file_is_a_clear_error(tmp_path: Path) -> None:
+    store = _store(tmp_path / "c")
+    ids = store.add_images([_image(f"/p/{i}.jpg") for i in range(5)], _unit(5))
+    with open(store.vectors_path, "r+b") as fh:  # damaged behind lookalike's back
+        fh.truncate(2 * DIM * 4)
+    assert np.array_equal(store.vectors_for(ids[:2]), store.matrix()[:2])
+    with pytest.raises(CollectionError, match="damaged"):
+        store.vectors_for(ids)
+    store.close()
+
+
 def test_vectors_without_a_commit_are_never_used(tmp_path: Path) -> None:
     """A crash after the vector append but before the SQLite commit leaves dead rows only."""
     store = _store(tmp_path / "c")

@@ -226,7 +226,14 @@ class Store:
         if len(ids) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         rows = [self.get(int(i)).row for i in ids]
-        return np.ascontiguousarray(self.matrix()[rows], dtype=np.float32)
+        matrix = self.matrix()
+        if max(rows) >= matrix.shape[0]:
+            raise CollectionError(
+                f"{self.vectors_path}: holds {matrix.shape[0]} vectors but the metadata refers "
+                f"to row {max(rows)}; the collection is damaged (vector file truncated or "
+                "replaced): index again into a new --db folder"
+            )
+        return np.ascontiguousarray(matrix[rows], dtype=np.float32)
 
     # ----- reading metadata ------------------------------------------------------------
     def count(self) -> int:
