@@ -126,6 +126,22 @@ with open(sys.argv[1], "w") as fh:
 """
 
 
+def reuse_index(root: Path, kind: str) -> float | None:
+    """Build seconds of the index a previous run left, if it is of this kind and current."""
+    meta_path = root / "index.json"
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta.get("kind") != kind:
+        return None
+    store = Store.open(root)
+    try:
+        fresh = IndexManager(store, kind=kind).describe().get("up_to_date", False)
+    finally:
+        store.close()
+    return float(meta.get("build_seconds", 0.0)) if fresh else None
+
+
 def run_cli(args: list[str], stdout_path: Path | None, workdir: Path) -> dict[str, Any]:
     """Run `lookalike ARGS` in a child; its wall seconds and its own peak RSS."""
     usage_file = workdir / "usage.json"
@@ -167,11 +183,25 @@ def main(argv: list[str] | None = None) -> None:
         "--exact-baseline", action="store_true", help="also run duplicates with exact search"
     )
     parser.add_argument("--skip-search-all", action="store_true")
+    parser.add_argument(
+        "--effort",
+        default="",
+        help="duplicates --effort value(s), comma-separated (default: its own)",
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the collection and index a run left in --workdir"
+    )
     args = parser.parse_args(argv)
 
     root = args.workdir / f"db-{args.n}-{args.dim}"
     args.workdir.mkdir(parents=True, exist_ok=True)
-    pairs = build_collection(root, args.n, args.dim, args.planted, args.seed)
+    if args.reuse and (root / "manifest.json").exists():
+        store = Store.open(root)
+        copies = [r.path for r in store.iter_records() if r.path.endswith("-copy.jpg")]
+        store.close()
+        pairs = [(c.replace("-copy", ""), c) for c in copies]
+    else:
+        pairs = build_collection(root, args.n, args.dim, args.planted, args.seed)
     total = args.n + len(pairs)
     common = {
         "n": total,
@@ -183,29 +213,31 @@ def main(argv: list[str] | None = None) -> None:
     }
     kinds = [args.index] + (["exact"] if args.exact_baseline else [])
     for kind in kinds:
-        build_s = set_index(root, kind)
+        build_s = reuse_index(root, kind) if args.reuse else None
+        if build_s is None:
+            build_s = set_index(root, kind)
         log(f"{kind}: index built in {build_s:.0f} s")
         groups_file = args.workdir / f"groups-{kind}.json"
-        dup = run_cli(
-            ["duplicates", "--db", str(root), "--threshold", str(args.threshold), "--json"],
-            groups_file,
-            args.workdir,
-        )
-        n_groups, recall = planted_recall(groups_file, pairs)
-        print(
-            json.dumps(
-                {
-                    "command": "duplicates",
-                    "index": kind,
-                    **common,
-                    "build_s": round(build_s, 1),
-                    **dup,
-                    "groups": n_groups,
-                    "planted_recall": round(recall, 4),
-                }
-            ),
-            flush=True,
-        )
+        for effort in [e for e in args.effort.split(",") if e] or [None]:
+            extra = ["--effort", effort] if effort else []
+            threshold = ["--threshold", str(args.threshold)]
+            dup = run_cli(
+                ["duplicates", "--db", str(root), *threshold, "--json", *extra],
+                groups_file,
+                args.workdir,
+            )
+            n_groups, recall = planted_recall(groups_file, pairs)
+            line = {
+                "command": "duplicates",
+                "index": kind,
+                "effort": float(effort) if effort else "default",
+                **common,
+                "build_s": round(build_s, 1),
+                **dup,
+                "groups": n_groups,
+                "planted_recall": round(recall, 4),
+            }
+            print(json.dumps(line), flush=True)
         if kind != "exact" and not args.skip_search_all:
             listing = run_cli(
                 ["search", "--all", "-k", "10", "--json", "--db", str(root)], None, args.workdir

@@ -260,6 +260,25 @@ def test_a_long_lived_reader_sees_another_processs_sync(
     assert not np.isin(reader.search(queries, 50).ids, ids[:10]).any()
 
 
+@pytest.mark.parametrize("kind", APPROX)
+def test_more_effort_finds_at_least_as_much(tmp_path: Path, data: Data, kind: str) -> None:
+    store = new_store(tmp_path)
+    add(store, data.vectors(N), "a")
+    manager = IndexManager(store, kind=kind)
+    manager.sync()
+    queries = data.queries(300)
+    truth = oracle(store, queries, 10).scores
+    recalls = []
+    for effort in (0.25, 1.0, 8.0):
+        hits = manager.search(queries, 10, effort=effort)
+        check_hits(store, queries, hits, 10)
+        recalls.append(recall_at_k(hits.scores, truth))
+    assert recalls[0] < recalls[1] <= recalls[2]
+    assert recalls[2] >= 0.99
+    with pytest.raises(IndexBuildError, match="effort"):
+        manager.search(queries, 10, effort=0)
+
+
 def test_a_changed_file_is_found_under_its_new_id_only(tmp_path: Path, data: Data) -> None:
     store = new_store(tmp_path)
     old_vectors = data.vectors(N)

@@ -27,6 +27,9 @@ from lookalike.vectors import FloatArray, IdArray, cosine_to_euclidean
 
 Query = str | os.PathLike[str] | Image.Image
 COMPACT_DEAD_FRACTION = 0.25  # rewrite the vector file once this share of it is dead rows
+# An approximate index tuned for search misses about 1 - recall of the pairs; duplicates
+# is a batch job that should miss few, so it searches wider (benchmarks/all_pairs.py).
+DUPLICATES_EFFORT = 4.0
 
 
 class Collection:
@@ -309,15 +312,23 @@ class Collection:
         return out
 
     # ----- near duplicates -------------------------------------------------------------
-    def duplicates(self, threshold: float = 0.95, k: int = 10) -> list[DuplicateGroup]:
-        """Groups of images whose similarity is >= threshold (via a k-NN graph)."""
+    def duplicates(
+        self, threshold: float = 0.95, k: int = 10, effort: float = DUPLICATES_EFFORT
+    ) -> list[DuplicateGroup]:
+        """Groups of images whose similarity is >= threshold (via a k-NN graph).
+
+        ``effort``: search width of an approximate index relative to its tuning (see
+        IndexManager.search); the default trades time for missing fewer pairs.
+        """
         if not -1.0 <= threshold <= 1.0:
             raise CollectionError(f"threshold must be between -1 and 1, got {threshold}")
+        if effort <= 0:
+            raise CollectionError(f"effort must be positive, got {effort}")
         ids = np.array([r.id for r in self.store.iter_records()], dtype=np.int64)
         batches = neighbour_batches(
             ids,
             lambda chunk: self.store.vectors_for(chunk.tolist()),
-            self.indexes.search,
+            lambda vectors, n: self.indexes.search(vectors, n, effort=effort),
             k + 1,
         )
         groups = duplicate_groups(batches, threshold)

@@ -16,18 +16,27 @@ from lookalike.cli.common import db_option, emit_json, json_option
     type=click.FloatRange(-1.0, 1.0),
     help="Least cosine similarity for two images to count as near duplicates.",
 )
+@click.option(
+    "--effort",
+    default=None,
+    type=click.FloatRange(min=0.1),
+    help="Search width of an approximate index, relative to the width tuned for search: "
+    "higher misses fewer pairs and takes longer. Exact search ignores it.  [default: 4]",
+)
 @json_option
-def duplicates_command(db: Path | None, threshold: float, as_json: bool) -> None:
+def duplicates_command(
+    db: Path | None, threshold: float, effort: float | None, as_json: bool
+) -> None:
     """Groups of near-duplicate images (similarity >= THRESHOLD), largest first.
 
     \b
     Example:
       lookalike duplicates --threshold 0.97 --json
     """
-    from lookalike.collection import Collection
+    from lookalike.collection import DUPLICATES_EFFORT, Collection
 
     with Collection.open(db) as col:
-        groups = col.duplicates(threshold=threshold)
+        groups = col.duplicates(threshold=threshold, effort=effort or DUPLICATES_EFFORT)
     if as_json:
         emit_json([g.to_json() for g in groups])
         return
