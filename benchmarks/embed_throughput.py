@@ -4,9 +4,12 @@
   draft), preprocessing in worker threads overlapping ONNX Runtime inference in batches.
 * ``naive``: what the issue's reports did: decode every file at full size, preprocess,
   PyTorch eager, one image at a time; with torch's default threads, and with one thread.
+* ``lookalike`` again with each ``--also`` model (default: the int8 version of
+  ``--model``, e.g. efficientnet-lite0-int8), in the same rounds.
 
 Both use the same model, weights and preprocessing recipe; timings exclude building the
-model (reported separately as ``startup`` lines). Input: a folder of photo-sized JPEGs
+model (reported separately as ``startup`` lines; the first start of an int8 model also
+exports and quantises it once). Input: a folder of photo-sized JPEGs
 built on first use from the photos available offline (skimage.data, scikit-learn's
 sample images, foolbox's ImageNet photos): random crops, flips, colour shifts and
 rescales to common camera/web sizes (``--sizes``, default 640x480 up to 2048x1536, every
@@ -19,11 +22,15 @@ time other processes used meanwhile, in cores (0 = the machine was ours alone).
 Usage::
 
     python benchmarks/embed_throughput.py [--images 300] [--sizes 640x480,...] [--sweep]
+        [--model efficientnet-lite0] [--also efficientnet-lite0-int8,...]
 
-Prints one JSON object per line: ``{"pipeline", "images", "seconds", "images_per_s",
-"cpu_ms_per_image", ...}`` per round and in total, then ``{"speedup": lookalike / best
-naive}``. ``--sweep`` also times ONNX Runtime alone and the pipeline for 1-2 inference
-threads, with and without ORT's spin-waiting, and 1-3 decode workers.
+Prints one JSON object per line: ``{"pipeline", "model", "images", "seconds",
+"images_per_s", "cpu_ms_per_image", ...}`` per round and in total, then per lookalike
+model ``{"speedup": lookalike / best naive, "model"}``, for ``--also`` models
+``{"ratio": its images/s / --model's, "model"}``, and per model an ``inference-only``
+line: the network alone on already decoded and resized inputs. ``--sweep`` also times
+ONNX Runtime alone and the pipeline (``--model``) for 1-2 inference threads, with and
+without ORT's spin-waiting, and 1-3 decode workers.
 """
 
 from __future__ import annotations
@@ -204,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES))
     parser.add_argument("--naive-images", type=int, default=None, help="default: all")
     parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument(
+        "--also",
+        default=None,
+        help="more models for the lookalike pipeline, comma-separated "
+        "(default: MODEL-int8 if registered; '' for none)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None, help="decode threads")
     parser.add_argument("--threads", type=int, default=None, help="inference threads")
@@ -213,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lookalike.models import ModelOptions, create_embedder, onnx_backend
 
+    also = default_also(args.model) if args.also is None else [m for m in args.also.split(",") if m]
     sizes = parse_sizes(args.sizes)
     tag = "-".join(f"{w}x{h}" for w, h in sizes)
     folder = args.dir or Path(tempfile.gettempdir()) / f"lookalike-bench-photos-{tag}"
@@ -227,27 +241,36 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
 
-    start = time.perf_counter()
-    embedder = create_embedder(args.model, ModelOptions(threads=args.threads))
-    seconds = round(time.perf_counter() - start, 3)
-    line({"startup": "lookalike", "backend": embedder.backend, "seconds": seconds})
+    embedders = {}
+    for model in [args.model, *also]:
+        start = time.perf_counter()
+        embedders[model] = create_embedder(model, ModelOptions(threads=args.threads))
+        seconds = round(time.perf_counter() - start, 3)
+        backend = getattr(embedders[model], "backend", "")
+        line({"startup": "lookalike", "model": model, "backend": backend, "seconds": seconds})
     start = time.perf_counter()
     torch_embedder = create_embedder(args.model, ModelOptions(backend="torch"))
     seconds = round(time.perf_counter() - start, 3)
     line({"startup": "naive", "backend": "torch", "seconds": seconds})
 
-    # Warm-up, then rounds that alternate the pipelines, so that both see the same load:
-    # each round runs lookalike over all photos and the naive one over a 1/rounds slice.
-    run_lookalike(embedder, paths[: args.batch_size], args.batch_size, args.workers)
+    # Warm-up, then rounds that alternate the pipelines, so that all see the same load:
+    # each round runs lookalike (each model) over all photos and the naive one over a
+    # 1/rounds slice.
+    for embedder in embedders.values():
+        run_lookalike(embedder, paths[: args.batch_size], args.batch_size, args.workers)
     run_naive(torch_embedder, paths[:2])
     naive_paths = paths[: args.naive_images] if args.naive_images else paths
-    fast = [0.0, 0.0, 0.0]
+    fast = {model: [0.0, 0.0, 0.0] for model in embedders}
     slow: dict[int | None, list[float]] = {None: [0.0, 0.0, 0.0], 1: [0.0, 0.0, 0.0]}
     for r in range(args.rounds):
-        this = [0.0, 0.0, 0.0]
-        accumulate(this, lambda: run_lookalike(embedder, paths, args.batch_size, args.workers))
-        line(measured("lookalike", len(paths), *this, round=r))
-        fast = [a + b for a, b in zip(fast, this, strict=True)]
+        for model, embedder in embedders.items():
+            this = [0.0, 0.0, 0.0]
+            accumulate(
+                this,
+                lambda e=embedder: run_lookalike(e, paths, args.batch_size, args.workers),
+            )
+            line(measured("lookalike", len(paths), *this, model=model, round=r))
+            fast[model] = [a + b for a, b in zip(fast[model], this, strict=True)]
         chunk = naive_paths[r :: args.rounds]
         # torch's default (all cores) is what the reports ran; one thread too, because on
         # a busy machine torch's OpenMP threads can be many times slower than one.
@@ -258,21 +281,46 @@ def main(argv: list[str] | None = None) -> int:
             slow[threads] = [a + b for a, b in zip(total, this, strict=True)]
     n_fast = args.rounds * len(paths)
     settings = {"batch_size": args.batch_size, "workers": args.workers, "threads": args.threads}
-    line(measured("lookalike", n_fast, *fast, **settings, round="all"))
+    for model, total in fast.items():
+        line(measured("lookalike", n_fast, *total, model=model, **settings, round="all"))
     best_naive = 0.0
     for threads, total in slow.items():
         line(measured("naive", len(naive_paths), *total, torch_threads=threads, round="all"))
         best_naive = max(best_naive, len(naive_paths) / total[0])
-    line({"speedup": round((n_fast / fast[0]) / best_naive, 2), "over": "best naive"})
+    for model, total in fast.items():
+        speedup = round((n_fast / total[0]) / best_naive, 2)
+        line({"speedup": speedup, "model": model, "over": "best naive"})
+    for model in also:
+        ratio = round(fast[args.model][0] / fast[model][0], 2)  # same images: wall ratio
+        line({"ratio": ratio, "model": model, "over": args.model})
+    # How much of each pipeline's time the network alone takes.
+    for model, embedder in embedders.items():
+        only = inference_only(embedder, paths, args.batch_size)
+        line(measured("inference-only", len(paths), *only, model=model))
 
     if args.sweep:
         sweep(args.model, paths, args.batch_size)
     return 0
 
 
+def default_also(model: str) -> list[str]:
+    """The int8 version of ``model`` when one is registered."""
+    from lookalike.models import list_models
+
+    return [m.name for m in list_models() if m.name == f"{model}-int8"]
+
+
+def inference_only(embedder: Any, paths: list[Path], batch_size: int) -> tuple[float, float, float]:
+    """(wall, CPU, others' CPU) seconds of the network alone on already prepared inputs."""
+    from lookalike.images import load_image
+
+    prepared = [embedder.prepare(load_image(p, embedder.draft_size)) for p in paths]
+    batches = [prepared[i : i + batch_size] for i in range(0, len(prepared), batch_size)]
+    return timed(lambda: [embedder.embed_prepared(b) for b in batches])
+
+
 def sweep(model: str, paths: list[Path], batch_size: int) -> None:
     """The pipeline under other settings, and ONNX Runtime alone on prepared inputs."""
-    from lookalike.images import load_image
     from lookalike.models import ModelOptions, create_embedder, onnx_backend
 
     default_spinning = onnx_backend.ALLOW_SPINNING
@@ -281,11 +329,7 @@ def sweep(model: str, paths: list[Path], batch_size: int) -> None:
             onnx_backend.ALLOW_SPINNING = spinning  # read when a session is made
             for threads in (1, 2):
                 embedder = create_embedder(model, ModelOptions(threads=threads))
-                prepared = [embedder.prepare(load_image(p, embedder.draft_size)) for p in paths]
-                batches = [
-                    prepared[i : i + batch_size] for i in range(0, len(prepared), batch_size)
-                ]
-                only = timed(lambda e=embedder, b=batches: [e.embed_prepared(x) for x in b])
+                only = inference_only(embedder, paths, batch_size)
                 extra = {"threads": threads, "spinning": spinning, "batch_size": batch_size}
                 line(measured("inference-only", len(paths), *only, **extra))
                 for workers in (1, 2, 3):

