@@ -29,6 +29,7 @@ adapted cached vectors; 0 up to float rounding).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -82,11 +83,11 @@ def leave_one_out(vectors: FloatArray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
-def embed(folder: Path, models: list[str]) -> dict[str, LabelledVectors]:
+def embed(folder: Path, models: list[str], mirror: bool = False) -> dict[str, LabelledVectors]:
     out = {}
     for model in models:
         started = time.perf_counter()
-        out[model] = embed_folder(folder, model, progress=progress)
+        out[model] = embed_folder(folder, model, progress=progress, mirror=mirror)
         emit(
             {
                 "step": "embed",
@@ -109,7 +110,13 @@ def combined(parts: dict[str, LabelledVectors], name: str) -> LabelledVectors:
     weights = [w for _, w in embedder.parts]  # type: ignore[attr-defined]
     vectors = combine([parts[e.info.name].vectors for e, _ in embedder.parts], weights)  # type: ignore[attr-defined]
     first = next(iter(parts.values()))
-    return LabelledVectors(vectors, first.labels, first.classes, embedder.info.identity())
+    views = [
+        combine([parts[e.info.name].views[i] for e, _ in embedder.parts], weights)  # type: ignore[attr-defined]
+        for i in range(len(first.views))
+    ]
+    return LabelledVectors(
+        vectors, first.labels, first.classes, embedder.info.identity(), views=views
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--combine-with", default="", help="e.g. raw-pixels")
     parser.add_argument("--combined-kinds", default="mlp")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--dim", type=int, default=256)
+    # Left out: `lookalike fit`'s defaults (FitOptions).
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--dim", type=int, default=None)
+    parser.add_argument("--members", type=int, default=None)
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=None, help="where to write the PNGs")
     args = parser.parse_args(argv)
@@ -132,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     emit({"step": "data", **write_fashion_mnist(test_dir, "test")})
     out_dir = data / "adapters"
     models = [args.model] + [m for m in args.combine_with.split(",") if m]
-    train = embed(train_dir, models)
+    given = {k: getattr(args, k) for k in ("epochs", "dim", "members", "mirror")}
+    base = dataclasses.replace(
+        FitOptions(), seed=args.seed, **{k: v for k, v in given.items() if v is not None}
+    )
+    train = embed(train_dir, models, mirror=base.mirror)
     test = embed(test_dir, models)
 
     variants: list[tuple[str, str, LabelledVectors, Path | None]] = [
@@ -140,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for kind in [k for k in args.kinds.split(",") if k]:
         out = out_dir / f"{args.model}-{kind}-{args.per_class}-s{args.seed}.npz"
-        options = FitOptions(kind=kind, dim=args.dim, epochs=args.epochs, seed=args.seed)
+        options = dataclasses.replace(base, kind=kind)
         report = fit_folder(train_dir, out, args.model, options=options, log=log)
         emit({"step": "fit", **{k: v for k, v in report.to_json().items() if k != "history"}})
         variants.append((args.model, kind, test[args.model], out))
@@ -151,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         variants.append((name, "none", test_c, None))
         for kind in [k for k in args.combined_kinds.split(",") if k]:
             out = out_dir / f"{name}-{kind}-{args.per_class}-s{args.seed}.npz"
-            options = FitOptions(kind=kind, dim=args.dim, epochs=args.epochs, seed=args.seed)
+            options = dataclasses.replace(base, kind=kind)
             started = time.perf_counter()
             adapter, report = fit_vectors(train_c, options, log)
             report.sha256, report.out = adapter.save(out), str(out)

@@ -3,6 +3,7 @@ reuses cached vectors, and collections that record their adapter and refuse anot
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import shutil
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import Result
-from PIL import Image
+from PIL import Image, ImageOps
 
 from conftest import COUNTING_MODEL, EmbedLog
 from lookalike.adapters import (
@@ -24,7 +25,15 @@ from lookalike.adapters import (
 )
 from lookalike.collection import Collection
 from lookalike.errors import ModelMismatchError
-from lookalike.fitting import FitOptions, LabelledVectors, fit_folder, fit_vectors, precision_at_k
+from lookalike.fitting import (
+    FitOptions,
+    LabelledVectors,
+    embed_folder,
+    fit_folder,
+    fit_vectors,
+    member_seed,
+    precision_at_k,
+)
 from lookalike.models import create_embedder
 from lookalike.models.pixels import RawPixelsEmbedder
 from lookalike.vectors import l2_normalize
@@ -97,7 +106,9 @@ def test_layers_must_chain() -> None:
 @pytest.mark.parametrize(("kind", "loss"), [("linear", "supcon"), ("mlp", "supcon")])
 def test_supervised_adapter_pulls_classes_together(kind: str, loss: str) -> None:
     data = clustered(400)
-    options = FitOptions(kind=kind, loss=loss, dim=8, epochs=10, hidden=32, val_fraction=0.25)
+    options = FitOptions(
+        kind=kind, loss=loss, dim=8, epochs=10, hidden=32, members=1, val_fraction=0.25
+    )
     adapter, report = fit_vectors(data, options)
     assert report.val_images == 300 and report.train_images == 900
     assert report.val_precision_before is not None and report.val_precision_after is not None
@@ -126,6 +137,31 @@ def test_same_seed_same_adapter_other_seed_other_adapter() -> None:
     other, _ = fit_vectors(data, FitOptions(dim=8, epochs=3, seed=1))
     assert first.to_bytes() == again.to_bytes()
     assert first.to_bytes() != other.to_bytes()
+
+
+def test_members_merge_into_one_adapter_computing_them_all() -> None:
+    """An ensemble is one chain of plain layers: first layers side by side, later ones
+    block-diagonal; its output is the members' outputs side by side (sharing ``dim``), each
+    member being the adapter its own seed would give (the first: the plain seed)."""
+    data = clustered(60)
+    options = FitOptions(dim=7, epochs=2, hidden=16, members=3, val_fraction=0.0)
+    merged, report = fit_vectors(data, options)
+    assert [w.shape for w, _ in merged.layers] == [(64, 48), (48, 7)]
+    assert merged.dim_out == 7 and report.dim_out == 7
+    assert [h["member"] for h in report.history] == [1, 1, 2, 2, 3, 3]
+    alone = [
+        fit_vectors(data, dataclasses.replace(options, members=1, dim=d, seed=member_seed(0, i)))[0]
+        for i, d in enumerate((3, 2, 2))
+    ]
+    assert member_seed(0, 0) == 0 and len({member_seed(0, i) for i in range(3)}) == 3
+    w1 = merged.layers[1][0]
+    assert not w1[:16, 3:].any() and not w1[16:32, :3].any() and not w1[16:32, 5:].any()
+    x = l2_normalize(data.vectors)
+    raw = [np.maximum(x @ a.layers[0][0] + a.layers[0][1], 0) @ a.layers[1][0] for a in alone]
+    raw = [r + a.layers[1][1] for r, a in zip(raw, alone, strict=True)]
+    np.testing.assert_allclose(merged.apply(x), l2_normalize(np.hstack(raw)), atol=1e-5)
+    with pytest.raises(AdapterError, match="at least that size"):
+        fit_vectors(data, FitOptions(dim=2, members=3))
 
 
 def test_pca_whitening_decorrelates_and_needs_no_labels() -> None:
@@ -177,15 +213,41 @@ def test_fit_folder_embeds_once_then_reuses_the_vectors(
     data = write_classes(tmp_path / "data")
     options = FitOptions(dim=8, epochs=5, val_fraction=0.25)
     report = fit_folder(data, tmp_path / "a.npz", COUNTING_MODEL, options=options)
-    assert counting_model.count == 24
+    assert counting_model.count == 48  # each image, and mirrored (the default)
     assert (report.images, report.classes, report.dim_in, report.dim_out) == (24, 2, 768, 8)
     assert report.val_images == 6 and report.model == COUNTING_MODEL
     lines: list[str] = []
     again = fit_folder(data, tmp_path / "b.npz", COUNTING_MODEL, options=options, log=lines.append)
-    assert counting_model.count == 24  # nothing embedded the second time
+    assert counting_model.count == 48  # nothing embedded the second time
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     assert again.sha256 == report.sha256
-    assert sum(line.startswith("epoch ") for line in lines) == 5
+    assert sum(line.startswith("member 2/3, epoch ") for line in lines) == 5
+
+
+def test_mirror_views_are_embedded_once_and_are_the_flipped_images(
+    tmp_path: Path, counting_model: EmbedLog
+) -> None:
+    data = write_classes(tmp_path / "data", per_class=4)
+    plain = embed_folder(data, COUNTING_MODEL)
+    assert counting_model.count == 8 and plain.views == []
+    both = embed_folder(data, COUNTING_MODEL, mirror=True)
+    assert counting_model.count == 16  # the plain vectors came from the cache
+    np.testing.assert_array_equal(both.vectors, plain.vectors)
+    assert both.model == plain.model  # the model's identity, not the mirrored view's
+    path = sorted(data.glob("*/*.png"))[5]
+    flipped = create_embedder(COUNTING_MODEL).embed_images(
+        [ImageOps.mirror(Image.open(path).convert("RGB"))]
+    )
+    np.testing.assert_allclose(both.views[0][5], flipped[0], atol=1e-6)
+    counting_model.clear()
+    options = FitOptions(dim=4, epochs=2, members=1, mirror=True)
+    report = fit_folder(data, tmp_path / "m.npz", COUNTING_MODEL, options=options)
+    again = fit_folder(data, tmp_path / "m2.npz", COUNTING_MODEL, options=options)
+    assert counting_model.count == 0  # both views came from the cache
+    assert again.sha256 == report.sha256
+    assert load_adapter(tmp_path / "m.npz")[0].meta["options"]["mirror"] is True
+    fit_folder(data, tmp_path / "p.npz", COUNTING_MODEL, options=FitOptions(epochs=1, mirror=False))
+    assert load_adapter(tmp_path / "p.npz")[0].meta["options"]["mirror"] is False
 
 
 def test_eval_applies_adapters_to_the_cached_vectors(
@@ -196,13 +258,13 @@ def test_eval_applies_adapters_to_the_cached_vectors(
     from lookalike.evaluation.runner import evaluate, nearest
 
     data = write_classes(tmp_path / "data")
-    options = FitOptions(dim=8, epochs=5)
+    options = FitOptions(dim=8, epochs=5, members=1)
     fit_folder(data, tmp_path / "a.npz", COUNTING_MODEL, options=options)
-    assert counting_model.count == 24
+    assert counting_model.count == 48  # each image, and mirrored
     cache = tmp_path / "eval-cache"
     plain = evaluate(data, COUNTING_MODEL, k=5, cache_root=cache)
     adapted = evaluate(data, COUNTING_MODEL, k=5, adapter=tmp_path / "a.npz", cache_root=cache)
-    assert counting_model.count == 48 and adapted.embedded == 0  # once for fit, once for eval
+    assert counting_model.count == 72 and adapted.embedded == 0  # twice for fit, once for eval
     # The neighbours are those of the adapted vectors, as a collection indexed with the
     # adapter stores them.
     with Collection.open(
@@ -289,6 +351,9 @@ def test_cli_fit(tmp_path: Path, cli: Callable[..., Result]) -> None:
         "2",
         "--dim",
         "4",
+        "--members",
+        "2",
+        "--no-mirror",
         "--seed",
         "3",
         "--json",
@@ -296,8 +361,19 @@ def test_cli_fit(tmp_path: Path, cli: Callable[..., Result]) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["out"] == str(out.absolute()) and report["dim_out"] == 4
-    assert report["seed"] == 3 and len(report["history"]) == 2
-    assert "epoch 2/2" in result.stderr
-    assert load_adapter(out)[1] == report["sha256"]
+    assert report["seed"] == 3 and len(report["history"]) == 4
+    assert "member 2/2, epoch 2/2" in result.stderr
+    adapter, digest = load_adapter(out)
+    assert digest == report["sha256"]
+    assert adapter.meta["options"]["members"] == 2 and adapter.meta["options"]["mirror"] is False
     bad = cli("fit", data, "--out", tmp_path / "x.npz", "--model", "no-such-model")
     assert bad.exit_code == 1 and "unknown model 'no-such-model'" in bad.output
+
+
+def test_cli_fit_defaults_are_the_fit_options_defaults() -> None:
+    """--help shows click's defaults; they must be the ones fit_folder uses."""
+    from lookalike.cli.fit_cmd import fit_command
+
+    defaults = {p.name: p.default for p in fit_command.params}
+    for name in ("kind", "loss", "dim", "epochs", "members", "mirror", "seed", "val_fraction"):
+        assert defaults[name] == getattr(FitOptions(), name), name

@@ -1,7 +1,8 @@
 """Learning an adapter for a domain: ``lookalike fit DATASET_DIR --out FILE``.
 
 The images of a folder laid out ``class/image`` are embedded with the frozen model (into a
-cached collection, so fitting again does not embed again), then one of:
+cached collection, so fitting again does not embed again), by default also flipped
+left-right (``mirror``: a second view of every image, cached too), then one of:
 
 - ``mlp`` (default): d -> 1024 -> ReLU -> dim, trained so that images of one class end up
   close together on the unit sphere, which is what the search needs;
@@ -10,11 +11,13 @@ cached collection, so fitting again does not embed again), then one of:
 
 Two losses train the projections. ``supcon`` (default), the supervised contrastive loss
 (Khosla et al., 2020): in each batch, every image's same-class images must be its most
-similar ones, at temperature 0.1; it acts on every dimension of the output, so nothing
+similar ones, at temperature 0.15; it acts on every dimension of the output, so nothing
 but the class survives where it matters. ``softmax``: cross-entropy of a cosine classifier
 (normalised features and class weights, fixed scale); it separates the classes but lets
 any variation that the classifier ignores remain, and retrieves less well (measured on
-Fashion-MNIST in BENCHMARKS.md).
+Fashion-MNIST in BENCHMARKS.md). Each step draws one view of each image. ``members``
+networks (3 by default) are trained apart and merged into one adapter of the same format:
+an ensemble, whose neighbours are better than any member's.
 
 A stratified held-out part of the images (``val_fraction``) measures precision@10 before
 and after, so the report says whether the adapter helps. Training runs on the CPU with
@@ -23,13 +26,14 @@ PyTorch, seeded: the same vectors, options and seed give the same adapter file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,17 +43,21 @@ import numpy.typing as npt
 
 from lookalike.adapters import KINDS, Adapter, AdapterError
 from lookalike.errors import ModelMismatchError
-from lookalike.models import DEFAULT_MODEL, ModelOptions
+from lookalike.models import DEFAULT_MODEL, Embedder, ModelOptions
 from lookalike.vectors import FloatArray, l2_normalize
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
+
+    from lookalike.collection import Collection
 
 LogFn = Callable[[str], None]
 ProgressFn = Callable[[int, int], None]
 
 SUPERVISED = ("linear", "mlp")
 LOSSES = ("supcon", "softmax")
+STANDARDIZE = ("global", "dims")
 VAL_CAP = 2000  # held-out images at most: enough for a P@10 estimate, cheap to score
 K = 10  # precision@K in the report
 MIN_STEPS = 16  # optimiser steps per epoch, at least (smaller batches for small folders)
@@ -57,18 +65,22 @@ MIN_STEPS = 16  # optimiser steps per epoch, at least (smaller batches for small
 
 @dataclass(frozen=True)
 class FitOptions:
-    # mlp: +2.2 points of P@10 over linear on Fashion-MNIST (BENCHMARKS.md), and cheap to
-    # apply (1.6 MFLOP per vector, against ~400 for the CNN).
+    # Defaults chosen on Fashion-MNIST, on a validation split of its training images
+    # (BENCHMARKS.md, Model adaptation). mlp: +2.2 points of P@10 over linear, and cheap to
+    # apply (a few MFLOP per vector, against ~400 for the CNN).
     kind: str = "mlp"
-    dim: int = 256  # output dimension
-    epochs: int = 30
+    dim: int = 256  # output dimension (all members together)
+    epochs: int = 15  # as good as 25 or 30 once mirrored views and 3 members are used
     seed: int = 0
-    batch_size: int = 256
+    batch_size: int = 1024  # more negatives per anchor than 256: +0.3 points
     lr: float = 2e-3
     weight_decay: float = 1e-4
     hidden: int = 1024  # mlp only
+    standardize: str = "global"  # inputs centred, then scaled: global (+0.5) | per dims
+    members: int = 3  # networks trained apart and merged into one adapter: +0.4
+    mirror: bool = True  # fit_folder: also embed the images flipped left-right: +0.2
     loss: str = "supcon"  # supcon | softmax
-    temperature: float = 0.1  # supcon
+    temperature: float = 0.15  # supcon
     scale: float = 16.0  # softmax: cosine-classifier logit scale (inverse temperature)
     label_smoothing: float = 0.0  # softmax
     val_fraction: float = 0.1
@@ -80,8 +92,14 @@ class FitOptions:
             )
         if self.loss not in LOSSES:
             raise AdapterError(f"unknown loss {self.loss!r}; use one of: {', '.join(LOSSES)}")
-        if self.dim < 1 or self.epochs < 1 or self.batch_size < 1 or self.hidden < 1:
-            raise AdapterError("dim, epochs, batch size and hidden size must be >= 1")
+        if self.standardize not in STANDARDIZE:
+            raise AdapterError(
+                f"unknown standardize {self.standardize!r}; use one of: {', '.join(STANDARDIZE)}"
+            )
+        if min(self.dim, self.epochs, self.batch_size, self.hidden, self.members) < 1:
+            raise AdapterError("dim, epochs, batch size, hidden size and members must be >= 1")
+        if self.members > self.dim:
+            raise AdapterError(f"{self.members} members need an output of at least that size")
         if not 0.0 <= self.val_fraction < 1.0:
             raise AdapterError(f"val fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -95,6 +113,9 @@ class LabelledVectors:
     classes: list[str]
     model: dict[str, Any]  # identity of the model that made the vectors
     skipped: int = 0
+    # Other views of the same images (e.g. mirrored), row for row: training draws one of
+    # the views for each image at each step, a data augmentation on frozen features.
+    views: list[FloatArray] = field(default_factory=list)
 
 
 @dataclass
@@ -136,7 +157,8 @@ def fit_folder(
     options = options or FitOptions()
     options.check()
     started = time.perf_counter()
-    data = embed_folder(dataset, model, model_options, batch_size, progress)
+    mirror = options.mirror and options.kind in SUPERVISED  # pca learns from the vectors only
+    data = embed_folder(dataset, model, model_options, batch_size, progress, mirror)
     adapter, report = fit_vectors(data, options, log)
     adapter.meta["dataset"] = str(Path(dataset).expanduser().absolute())
     digest = adapter.save(out)
@@ -152,27 +174,57 @@ def embed_folder(
     model_options: ModelOptions | None = None,
     batch_size: int = 32,
     progress: ProgressFn | None = None,
+    mirror: bool = False,
 ) -> LabelledVectors:
-    """Vectors of every image under ``dataset`` with its class (first folder below it).
+    """Vectors of every image under ``dataset`` with its class (first folder below it);
+    ``mirror``: with the vectors of the images flipped left-right as another view.
 
-    The vectors live in a collection under the cache dir, keyed by folder and model:
-    indexing it is incremental, so a second fit embeds only new or changed images.
+    The vectors live in collections under the cache dir, keyed by folder, model and view:
+    indexing is incremental, so a second fit embeds only new or changed images.
     """
-    from lookalike.collection import Collection
-    from lookalike.paths import cache_dir
-
     root = Path(dataset).expanduser().absolute()
     if not root.is_dir():
         raise AdapterError(f"{root}: not a folder; lay images out as {root}/<class>/<image>")
     model = _canonical(model or DEFAULT_MODEL)
     model_options = model_options or ModelOptions()
-    key = json.dumps(
-        [str(root), model, model_options.pool, str(model_options.weights or "")]
-    ).encode()
+    paths, vectors, identity, skipped = _cached_vectors(
+        root, model, model_options, batch_size, progress, mirrored=False
+    )
+    names = [_class_of(Path(p), root) for p in paths]
+    classes = sorted({n for n in names if n is not None})
+    number = {c: i for i, c in enumerate(classes)}
+    labels = np.array([number[n] if n is not None else -1 for n in names], dtype=np.int64)
+    data = LabelledVectors(vectors, labels, classes, identity, skipped=skipped)
+    if mirror:
+        m_paths, m_vectors, _, _ = _cached_vectors(
+            root, model, model_options, batch_size, progress, mirrored=True
+        )
+        row = {p: i for i, p in enumerate(m_paths)}
+        view = vectors.copy()  # an image not read the second time is its own mirror view
+        for i, path in enumerate(paths):
+            if path in row:
+                view[i] = m_vectors[row[path]]
+        data.views = [view]
+    return data
+
+
+def _cached_vectors(
+    root: Path,
+    model: str,
+    model_options: ModelOptions,
+    batch_size: int,
+    progress: ProgressFn | None,
+    mirrored: bool,
+) -> tuple[list[str], FloatArray, dict[str, Any], int]:
+    """(paths sorted, their vectors, the embedder's identity, files skipped) of one view."""
+    from lookalike.paths import cache_dir
+
+    parts = [str(root), model, model_options.pool, str(model_options.weights or "")]
+    key = json.dumps(parts + (["mirror"] if mirrored else [])).encode()
     db = cache_dir() / "fit" / hashlib.sha256(key).hexdigest()[:16]
     for attempt in (1, 2):
         try:
-            with Collection.open(db, model=model, model_options=model_options, create=True) as col:
+            with _open_cache(db, model, model_options, mirrored) as col:
                 report = col.index([root], batch_size=batch_size, progress=progress)
                 records = sorted(col.store.iter_records(), key=lambda r: r.path)
                 matrix = col.store.matrix()
@@ -186,11 +238,46 @@ def embed_folder(
             if attempt == 2:
                 raise
             shutil.rmtree(db, ignore_errors=True)
-    names = [_class_of(Path(r.path), root) for r in records]
-    classes = sorted({n for n in names if n is not None})
-    number = {c: i for i, c in enumerate(classes)}
-    labels = np.array([number[n] if n is not None else -1 for n in names], dtype=np.int64)
-    return LabelledVectors(vectors, labels, classes, identity, skipped=len(report.skipped))
+    return [r.path for r in records], vectors, identity, len(report.skipped)
+
+
+def _open_cache(db: Path, model: str, model_options: ModelOptions, mirrored: bool) -> Collection:
+    from lookalike.collection import Collection
+    from lookalike.models import create_embedder
+    from lookalike.store import Store
+
+    if not mirrored:
+        return Collection.open(db, model=model, model_options=model_options, create=True)
+    # Collection.open knows registered models only; this one wraps the model.
+    embedder = MirroredEmbedder(create_embedder(model, model_options))
+    manifest = Store.read_manifest(db)
+    if manifest is None:
+        store = Store.create(db, {"model": embedder.info.identity(), "adapter": None})
+    else:
+        store = Store(db, manifest)
+    return Collection(store, model_options, None, embedder)
+
+
+class MirroredEmbedder(Embedder):
+    """A model fed the images flipped left-right: a second view of each training image.
+    Its identity says so, so its vectors never mix with the plain model's."""
+
+    def __init__(self, base: Embedder) -> None:
+        self.base = base
+        preprocessing = {**base.info.preprocessing, "mirror": True}
+        self.info = dataclasses.replace(base.info, preprocessing=preprocessing)
+
+    @property
+    def draft_size(self) -> int:
+        return self.base.draft_size
+
+    def prepare(self, image: Image.Image) -> Any:
+        from PIL import ImageOps
+
+        return self.base.prepare(ImageOps.mirror(image))
+
+    def embed_prepared(self, batch: Sequence[Any]) -> FloatArray:
+        return self.base.embed_prepared(batch)
 
 
 def _class_of(path: Path, root: Path) -> str | None:
@@ -216,6 +303,7 @@ def fit_vectors(
     options.check()
     log = log or (lambda _line: None)
     x = l2_normalize(data.vectors) if len(data.vectors) else data.vectors
+    views = [l2_normalize(v) if len(v) else v for v in data.views]
     labelled = data.labels >= 0
     if options.kind in SUPERVISED:
         if len(data.classes) < 2:
@@ -224,6 +312,7 @@ def fit_vectors(
                 f"folders, found {len(data.classes)} (--kind pca needs no classes)"
             )
         x, y = x[labelled], data.labels[labelled]
+        views = [v[labelled] for v in views]
     else:
         y = data.labels
     if len(x) < 2:
@@ -249,7 +338,7 @@ def fit_vectors(
         layers = pca_whitening(x[train], options.dim)
     else:
         layers, report.history = train_projection(
-            x[train], y[train], len(data.classes), options, log
+            x[train], y[train], len(data.classes), options, log, [v[train] for v in views]
         )
         report.final_loss = report.history[-1]["loss"] if report.history else None
     adapter = Adapter(
@@ -331,33 +420,97 @@ def train_projection(
     n_classes: int,
     options: FitOptions,
     log: LogFn,
+    views: list[FloatArray] | None = None,
 ) -> tuple[list[tuple[FloatArray, FloatArray]], list[dict[str, float]]]:
-    """Train the projection (linear or mlp) with a cosine classifier; see module doc."""
+    """Train the projection (linear or mlp); see the module doc. ``views``: other vectors
+    of the same images, row for row, drawn from at random in training. With several
+    ``members``, each is trained on its own (own seed) and the result computes them all."""
     import torch
 
     mean = x.mean(axis=0)
-    std = x.std(axis=0) + 1e-6
-    xs = torch.from_numpy(((x - mean) / std).astype(np.float32))
+    std = x.std(axis=0)
+    if options.standardize == "global":
+        # One scale for all dimensions: per-dimension scaling blows the nearly-always-zero
+        # dimensions of ReLU features up into noise (-0.5 points of P@10, BENCHMARKS.md).
+        std = np.full_like(std, std.mean())
+    std = std + 1e-6
+    # (views, n, d): view 0 is the vectors themselves.
+    stacked = np.stack([x, *(views or [])])
+    xs = torch.from_numpy(((stacked - mean) / std).astype(np.float32))
     ys = torch.from_numpy(y.astype(np.int64))
+    members: list[list[tuple[FloatArray, FloatArray]]] = []
+    history: list[dict[str, float]] = []
     threads = torch.get_num_threads()
     # One thread: these small matrices gain little from more (and lose a lot when the
     # cores are busy), and a fixed thread count keeps the arithmetic, so the file, the same.
     torch.set_num_threads(1)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
-            net, history = _train(xs, ys, n_classes, options, log)
+        for member in range(options.members):
+            seed = member_seed(options.seed, member)
+            say = log if options.members == 1 else _prefixed(log, member, options.members)
+            # The members share the output dimension: together they give ``dim``.
+            dim = options.dim // options.members + (member < options.dim % options.members)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                net, member_history = _train(
+                    xs, ys, n_classes, dataclasses.replace(options, dim=dim), say, seed
+                )
+            members.append(_export_layers(net, mean, std))
+            if options.members > 1:
+                member_history = [{"member": member + 1, **h} for h in member_history]
+            history += member_history
     finally:
         torch.set_num_threads(threads)
-    return _export_layers(net, mean, std), history
+    return merge_members(members), history
+
+
+def member_seed(seed: int, member: int) -> int:
+    """The first member trains with ``seed`` itself (one member: the plain adapter)."""
+    if member == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, member]).generate_state(1)[0])
+
+
+def _prefixed(log: LogFn, member: int, members: int) -> LogFn:
+    return lambda line: log(f"member {member + 1}/{members}, {line}")
+
+
+def merge_members(
+    members: list[list[tuple[FloatArray, FloatArray]]],
+) -> list[tuple[FloatArray, FloatArray]]:
+    """One chain of layers whose output is the members' outputs side by side: first layers
+    side by side on the shared input, every later layer block-diagonal. The adapter's final
+    L2 normalisation then makes cosine similarity a norm-weighted mean of the members'
+    (an ensemble, measured in BENCHMARKS.md), still in the plain adapter format."""
+    if len(members) == 1:
+        return members[0]
+    merged: list[tuple[FloatArray, FloatArray]] = []
+    for depth, layer in enumerate(zip(*members, strict=True)):
+        ws = [w for w, _ in layer]
+        if depth == 0:
+            w = np.concatenate(ws, axis=1)
+        else:
+            w = np.zeros((sum(m.shape[0] for m in ws), sum(m.shape[1] for m in ws)), np.float32)
+            row = col = 0
+            for m in ws:
+                w[row : row + m.shape[0], col : col + m.shape[1]] = m
+                row, col = row + m.shape[0], col + m.shape[1]
+        merged.append((w, np.concatenate([b for _, b in layer])))
+    return merged
 
 
 def _train(
-    xs: torch.Tensor, ys: torch.Tensor, n_classes: int, options: FitOptions, log: LogFn
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    n_classes: int,
+    options: FitOptions,
+    log: LogFn,
+    seed: int,
 ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     import torch
 
-    net = _network(xs.shape[1], options)
+    n_views, n, dim_in = xs.shape
+    net = _network(dim_in, options)
     params = list(net.parameters())
     classifier = None
     if options.loss == "softmax":
@@ -365,8 +518,8 @@ def _train(
         params.append(classifier)
     optimiser = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
     # At least MIN_STEPS updates per epoch, so that small folders train too.
-    batch_size = max(2, min(options.batch_size, math.ceil(len(xs) / MIN_STEPS)))
-    total_steps = options.epochs * math.ceil(len(xs) / batch_size)
+    batch_size = max(2, min(options.batch_size, math.ceil(n / MIN_STEPS)))
+    total_steps = options.epochs * math.ceil(n / batch_size)
     warmup = max(1, total_steps // 10)
 
     def lr_factor(step: int) -> float:
@@ -374,15 +527,19 @@ def _train(
         return min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor)
-    shuffle = torch.Generator().manual_seed(options.seed)
+    shuffle = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
     net.train()
     for epoch in range(options.epochs):
-        order = torch.randperm(len(xs), generator=shuffle)
+        order = torch.randperm(n, generator=shuffle)
         total = 0.0
-        for start in range(0, len(xs), batch_size):
+        for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            z = net(xs[idx])
+            if n_views > 1:
+                inputs = xs[torch.randint(n_views, (len(idx),), generator=shuffle), idx]
+            else:
+                inputs = xs[0, idx]
+            z = net(inputs)
             if classifier is None:
                 loss = supcon_loss(z, ys[idx], options.temperature)
             else:
@@ -392,8 +549,8 @@ def _train(
             optimiser.step()
             schedule.step()
             total += float(loss.detach()) * len(idx)
-        history.append({"epoch": epoch + 1, "loss": round(total / len(xs), 5)})
-        log(f"epoch {epoch + 1}/{options.epochs}: {options.loss} loss {total / len(xs):.4f}")
+        history.append({"epoch": epoch + 1, "loss": round(total / n, 5)})
+        log(f"epoch {epoch + 1}/{options.epochs}: {options.loss} loss {total / n:.4f}")
     net.eval()
     return net, history
 

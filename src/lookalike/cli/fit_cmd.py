@@ -49,7 +49,22 @@ from lookalike.cli.common import (
     help="mlp/linear: supervised contrastive, or a cosine-classifier cross-entropy.",
 )
 @click.option("--dim", default=256, show_default=True, type=click.IntRange(1), help="Output size.")
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
+@click.option("--epochs", default=15, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--members",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1),
+    help="mlp/linear: networks trained apart and merged into one adapter (an ensemble; "
+    "they share --dim); each one costs another training.",
+)
+@click.option(
+    "--mirror/--no-mirror",
+    default=True,
+    show_default=True,
+    help="mlp/linear: also train on the images flipped left-right (embedded once more, "
+    "cached). Leave off where left and right differ (text, some logos).",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same file.")
 @click.option(
     "--val-fraction",
@@ -70,6 +85,8 @@ def fit_command(
     loss: str,
     dim: int,
     epochs: int,
+    members: int,
+    mirror: bool,
     seed: int,
     val_fraction: float,
     batch_size: int,
@@ -78,9 +95,9 @@ def fit_command(
     """Learn an adapter that pulls images of the same class together, from DATASET_DIR
     laid out class/image (one sub-folder per class).
 
-    The model stays frozen: its vectors are computed once (cached, so a second fit is
-    quick) and a small projection is trained on top. Index, search and evaluate with
-    --adapter FILE to use it.
+    The model stays frozen: its vectors are computed once, of each image and of it
+    flipped left-right (cached, so a second fit is quick), and a small projection is
+    trained on top. Index, search and evaluate with --adapter FILE to use it.
 
     \b
     Examples:
@@ -91,7 +108,14 @@ def fit_command(
     from lookalike.fitting import FitOptions, fit_folder
 
     options = FitOptions(
-        kind=kind, loss=loss, dim=dim, epochs=epochs, seed=seed, val_fraction=val_fraction
+        kind=kind,
+        loss=loss,
+        dim=dim,
+        epochs=epochs,
+        members=members,
+        mirror=mirror,
+        seed=seed,
+        val_fraction=val_fraction,
     )
     with progress_bar("embedding", stderr_is_terminal()) as progress:
         report = fit_folder(
