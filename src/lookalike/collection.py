@@ -22,7 +22,7 @@ from lookalike.indexer import IndexReport, ProgressFn, index_paths
 from lookalike.models import DEFAULT_MODEL, Embedder, ModelOptions, create_embedder
 from lookalike.paths import default_db
 from lookalike.results import METRICS, DuplicateGroup, Hit, QueryResult
-from lookalike.store import ImageRecord, Store
+from lookalike.store import MANIFEST, ImageRecord, Store, take_lock, write_json_atomic
 from lookalike.vectors import FloatArray, IdArray, cosine_to_euclidean
 
 Query = str | os.PathLike[str] | Image.Image
@@ -73,25 +73,28 @@ class Collection:
         root = Path(db).expanduser() if db is not None else default_db()
         index_settings = _index_settings(index_kind, memory_budget)
         adapter_path = Path(adapter).expanduser().absolute() if adapter else None
-        manifest = Store.read_manifest(root)
+        manifest = _read_or_recover_manifest(root)
         if manifest is None:
             if not create:
                 raise CollectionError(
                     f"{root}: no collection here yet; index some images first: "
                     f"`lookalike index PATH --db {root}`"
                 )
+            # Built first: a bad model name leaves no empty folder behind.
             embedder = _build_embedder(model or DEFAULT_MODEL, model_options, adapter_path)
-            store = Store.create(
-                root,
-                {
-                    "model": embedder.info.identity(),
-                    "adapter": _adapter_identity(embedder),
-                    # Where explicit weights came from, so later commands need no --weights.
-                    "weights_file": _weights_file(model_options),
-                    "index": {"kind": "auto", **index_settings},
-                },
-            )
-            return cls(store, model_options, adapter_path, embedder)
+            root.mkdir(parents=True, exist_ok=True)
+            # Creating takes the writer lock, then looks again: of two first-time runs
+            # only one writes a manifest; the other opens what it made (or is refused).
+            lock_fh = take_lock(root)
+            try:
+                manifest = _read_or_recover_manifest(root)
+                if manifest is None:
+                    return cls._create(
+                        root, embedder, model_options, adapter_path, index_settings, lock_fh
+                    )
+            finally:
+                if manifest is not None:
+                    lock_fh.close()
         stored_name = manifest["model"]["model"]
         if model is not None and "+" in model:
             from lookalike.models.combined import canonical_name
@@ -110,12 +113,54 @@ class Collection:
         if model_options is None:
             model_options = _stored_options(manifest)
         store = Store(root, manifest)
+        try:
+            if not create:  # `index` (create) repairs a short vector file instead
+                store.check_vectors()
+        except CollectionError:
+            store.close()
+            raise
         stored_index = manifest.get("index", {})
         if index_settings and {**stored_index, **index_settings} != stored_index:
             # Takes effect at the next sync (the next `index` run rebuilds the index).
             manifest["index"] = {**stored_index, **index_settings}
             store.save_manifest()
         return cls(store, model_options, adapter_path)
+
+    @classmethod
+    def _create(
+        cls,
+        root: Path,
+        embedder: Embedder,
+        model_options: ModelOptions | None,
+        adapter_path: Path | None,
+        index_settings: dict[str, Any],
+        lock_fh: Any,
+    ) -> Collection:
+        if Store.has_data(root):
+            lock_fh.close()
+            raise CollectionError(
+                f"{root}: holds vectors and metadata but no {MANIFEST}, so which model made "
+                "them is unknown; restore manifest.json from a backup, or index into a new "
+                "--db folder"
+            )
+        # An interrupted create (crash before the rename) leaves only this behind.
+        (root / (MANIFEST + ".tmp")).unlink(missing_ok=True)
+        try:
+            store = Store.create(
+                root,
+                {
+                    "model": embedder.info.identity(),
+                    "adapter": _adapter_identity(embedder),
+                    # Where explicit weights came from, so later commands need no --weights.
+                    "weights_file": _weights_file(model_options),
+                    "index": {"kind": "auto", **index_settings},
+                },
+                lock_fh,
+            )
+        except BaseException:
+            lock_fh.close()
+            raise
+        return cls(store, model_options, adapter_path, embedder)
 
     def close(self) -> None:
         self.store.close()
@@ -173,7 +218,13 @@ class Collection:
         embedder = self.embedder
         self.store.lock()
         try:
+            # Images whose vectors were cut off the end of the file are forgotten and
+            # embedded again from their files; appending over their rows would make
+            # two images share one vector.
+            lost = self.store.drop_missing_rows()
+            paths = [*paths, *(p for p in lost if os.path.lexists(p))]
             report = index_paths(self.store, embedder, paths, batch_size, progress)
+            report.repaired = len(lost)
             # Changed and deleted files leave dead rows in the append-only vector file.
             reclaimed = 0
             if self.store.dead_rows() > COMPACT_DEAD_FRACTION * self.store.vector_rows():
@@ -335,6 +386,18 @@ class Collection:
         groups = duplicate_groups(batches, threshold)
         paths = self.store.ids_and_paths([i for g, _ in groups for i in g])
         return [DuplicateGroup(g, [paths[i] for i in g], s) for g, s in groups]
+
+
+def _read_or_recover_manifest(root: Path) -> dict[str, Any] | None:
+    """manifest.json, or when it is gone, the copy meta.sqlite keeps (written back when
+    the folder is writable): vectors are never read under a model they weren't made by."""
+    manifest = Store.read_manifest(root)
+    if manifest is not None:
+        return manifest
+    recorded = Store.recorded_manifest(root)
+    if recorded is not None and os.access(root, os.W_OK):
+        write_json_atomic(root / MANIFEST, recorded)
+    return recorded
 
 
 def _unchanged(path: Path, record: ImageRecord) -> bool:

@@ -48,6 +48,7 @@ class IndexReport:
     unchanged: int = 0
     total: int = 0
     ignored: int = 0  # non-image files seen and left alone
+    repaired: int = 0  # images re-embedded because their rows were cut off vectors.f32
     skipped: list[Skip] = field(default_factory=list)
     index: dict[str, Any] = field(default_factory=dict)  # what the search index did
 
@@ -60,6 +61,7 @@ class IndexReport:
             "unchanged": self.unchanged,
             "total": self.total,
             "ignored": self.ignored,
+            "repaired": self.repaired,
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
             "model": self.model,
             "index": self.index,

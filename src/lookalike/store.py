@@ -94,16 +94,19 @@ _COLUMNS = "id, path, size, mtime_ns, hash, row, width, height"
 class Store:
     """Low-level access to one collection folder. Not thread-safe; one writer process."""
 
-    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, root: Path, manifest: dict[str, Any], lock_fh: Any = None) -> None:
         self.root = root
         self.manifest = manifest
         self.dim = int(manifest["model"]["dim"])
-        self._db = sqlite3.connect(root / META, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._lock_fh: Any = None
+        # A read-only copy (a backup, a mounted snapshot) is opened without writing
+        # anything, not even the WAL pragma or the -shm file.
+        self.read_only = not os.access(root, os.W_OK) or (
+            (root / META).exists() and not os.access(root / META, os.W_OK)
+        )
+        self._db = _connect(root / META, self.read_only)
+        self._lock_fh: Any = lock_fh
         self._matrix_cache: tuple[tuple[str, int], FloatArray] | None = None
+        self._check_recorded_model()
 
     # ----- opening ---------------------------------------------------------------------
     @staticmethod
@@ -113,8 +116,19 @@ class Store:
             return None
         try:
             manifest: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CollectionError(f"{path}: unreadable manifest ({exc})") from None
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CollectionError(f"{path}: unreadable manifest ({exc}); {_MANIFEST_FIX}") from None
+        if not isinstance(manifest, dict):
+            raise CollectionError(f"{path}: the manifest is not a JSON object; {_MANIFEST_FIX}")
+        model = manifest.get("model")
+        if (
+            not isinstance(model, dict)
+            or not isinstance(model.get("model"), str)
+            or not (isinstance(model.get("dim"), int) and model["dim"] > 0)
+        ):
+            raise CollectionError(
+                f"{path}: the manifest has no valid 'model' entry (name and dim); {_MANIFEST_FIX}"
+            )
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise CollectionError(
@@ -132,15 +146,112 @@ class Store:
             )
         return cls(root, manifest)
 
+    @staticmethod
+    def recorded_manifest(root: Path) -> dict[str, Any] | None:
+        """The copy of the manifest kept in meta.sqlite (None: no database or no copy)."""
+        if not (root / META).exists():
+            return None
+        db = _connect(root / META, read_only=True)
+        try:
+            row = db.execute("SELECT value FROM kv WHERE key='manifest'").fetchone()
+        except sqlite3.Error:
+            return None  # an older collection (no kv table yet) or a damaged one
+        finally:
+            db.close()
+        if row is None:
+            return None
+        try:
+            manifest: dict[str, Any] = json.loads(row[0])
+        except json.JSONDecodeError:
+            return None
+        return manifest
+
+    @staticmethod
+    def has_data(root: Path) -> bool:
+        """Whether vectors or metadata are here, manifest or not."""
+        return (root / META).exists() or any(root.glob("vectors*.f32"))
+
     @classmethod
-    def create(cls, root: Path, manifest: dict[str, Any]) -> Store:
+    def create(cls, root: Path, manifest: dict[str, Any], lock_fh: Any = None) -> Store:
+        """A new collection, made under the writer lock so two first-time runs can't both
+        write a manifest. ``lock_fh``: the lock the caller took (see take_lock), kept held;
+        without one it is taken here and released once the manifest is written."""
         root.mkdir(parents=True, exist_ok=True)
+        own_lock = lock_fh is None
+        if own_lock:
+            lock_fh = take_lock(root)
+            if cls.read_manifest(root) is not None:
+                lock_fh.close()
+                raise CollectionError(f"{root}: a collection was created here meanwhile")
         manifest = {"format_version": FORMAT_VERSION, "created_at": time.time(), **manifest}
-        write_json_atomic(root / MANIFEST, manifest)
-        return cls(root, manifest)
+        store = cls(root, manifest, lock_fh)
+        store.save_manifest()
+        if own_lock:
+            store.unlock()
+        return store
 
     def save_manifest(self) -> None:
+        # The copy in meta.sqlite is written first: it is what a lost or damaged
+        # manifest.json is recovered from, and what the vectors are checked against.
+        self.set_value("manifest", json.dumps(self.manifest, sort_keys=True))
         write_json_atomic(self.root / MANIFEST, self.manifest)
+
+    def _check_recorded_model(self) -> None:
+        """The vectors were written under the model recorded in meta.sqlite; refuse a
+        manifest that says otherwise (it would make every row be read wrongly)."""
+        recorded = self._recorded()
+        if recorded is None:
+            return
+        theirs = recorded.get("model", {})
+        if theirs.get("model") != self.manifest["model"]["model"] or theirs.get("dim") != self.dim:
+            raise CollectionError(
+                f"{self.root / MANIFEST}: says model {self.manifest['model']['model']!r} "
+                f"({self.dim}-d) but the vectors in {self.root} were made by "
+                f"{theirs.get('model')!r} ({theirs.get('dim')}-d); delete {MANIFEST} to "
+                "restore it from meta.sqlite"
+            )
+
+    def _recorded(self) -> dict[str, Any] | None:
+        try:
+            raw = self.get_value("manifest")
+        except sqlite3.OperationalError:
+            return None  # no kv table: an older collection, opened read-only
+        if raw is None:
+            return None
+        try:
+            recorded: dict[str, Any] = json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+        return recorded
+
+    def check_vectors(self) -> None:
+        """A vector file shorter than the metadata says (a bad copy, a full disk during a
+        restore) is refused: every command would read or overwrite the wrong rows."""
+        missing = self.missing_rows()
+        if missing:
+            raise CollectionError(
+                f"{self.vectors_path}: holds {self.vector_rows()} vectors but {missing} of "
+                f"the {self.count()} images point past its end (the file was truncated); "
+                f"run `lookalike index PATH --db {self.root}` to re-embed them"
+            )
+
+    def missing_rows(self) -> int:
+        """How many images point at rows the vector file does not hold."""
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM images WHERE row>=?", (self.vector_rows(),)
+        ).fetchone()
+        return int(row[0])
+
+    def drop_missing_rows(self) -> list[str]:
+        """Forget the images whose vectors are gone; returns their paths (to re-embed)."""
+        rows = self.vector_rows()
+        paths = [
+            str(r[0])
+            for r in self._db.execute("SELECT path FROM images WHERE row>=?", (rows,)).fetchall()
+        ]
+        with self._transaction() as db:
+            db.execute("DELETE FROM images WHERE row>=?", (rows,))
+        return paths
 
     def close(self) -> None:
         self.unlock()
@@ -151,15 +262,17 @@ class Store:
         """Take the single-writer lock, or fail clearly if another process holds it."""
         if self._lock_fh is not None:
             return
-        fh = open(self.root / LOCK, "a+")  # noqa: SIM115 - held until unlock()
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
+        if self.read_only:
             raise CollectionError(
-                f"{self.root}: another lookalike process is writing to this collection"
-            ) from None
-        self._lock_fh = fh
+                f"{self.root}: the collection is read-only here; search it, or copy it to a "
+                "writable folder to index into it"
+            )
+        self._lock_fh = take_lock(self.root)
+        if self._recorded() is None:
+            # An older collection: record its model beside the vectors from now on.
+            self.set_value("manifest", json.dumps(self.manifest, sort_keys=True))
+        # A crash between a compaction's commit and its unlink leaves the old file.
+        self._remove_stray_vector_files()
 
     def unlock(self) -> None:
         if self._lock_fh is not None:
@@ -190,12 +303,17 @@ class Store:
                 f"vectors of shape {vectors.shape} do not fit this collection (dim {self.dim})"
             )
         first = self.vector_rows()
-        with open(self.vectors_path, "r+b" if self.vectors_path.exists() else "wb") as fh:
-            fh.seek(first * 4 * self.dim)  # overwrite any torn partial row
-            fh.write(vectors.tobytes())
-            fh.truncate()
-            fh.flush()
-            os.fsync(fh.fileno())
+        path = self.vectors_path
+        try:
+            with open(path, "r+b" if path.exists() else "wb") as fh:
+                fh.seek(first * 4 * self.dim)  # overwrite any torn partial row
+                fh.write(vectors.tobytes())
+                fh.truncate()
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            # write() errors name no file; the CLI's message should.
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         return first
 
     def matrix(self) -> FloatArray:
@@ -428,6 +546,63 @@ class Store:
         for path in self.root.glob("vectors*.f32"):
             if path.name != current:
                 path.unlink(missing_ok=True)
+
+
+_MANIFEST_FIX = "delete it to restore it from meta.sqlite, or index again into a new --db folder"
+
+
+def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
+    """The metadata database; a file that is not one is a one-line CollectionError."""
+    try:
+        if read_only:
+            db = _connect_read_only(path)
+        else:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        raise CollectionError(
+            f"{path}: not a readable lookalike database ({exc}); restore it from a backup, "
+            "or index again into a new --db folder"
+        ) from None
+    return db
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    # immutable=1 reads the database file alone and writes nothing (no -shm, no lock);
+    # a pending WAL (a copy taken mid-write) needs mode=ro, which may have to make -shm.
+    wal = path.with_name(path.name + "-wal")
+    pending = wal.exists() and wal.stat().st_size > 0
+    last: sqlite3.Error | None = None
+    for flag in ("mode=ro", "immutable=1") if pending else ("immutable=1",):
+        try:
+            db = sqlite3.connect(
+                f"{path.absolute().as_uri()}?{flag}",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+def take_lock(root: Path) -> Any:
+    """The single-writer lock file, held (flock) until closed; fails clearly if taken."""
+    fh = open(root / LOCK, "a+")  # noqa: SIM115 - held until unlock()
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise CollectionError(
+            f"{root}: another lookalike process is writing to this collection; "
+            "wait for it to finish, then run again"
+        ) from None
+    return fh
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

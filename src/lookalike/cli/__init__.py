@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
+import sqlite3
 import sys
 from typing import Any
 
@@ -36,7 +38,18 @@ class LookalikeGroup(click.Group):
         except OSError as exc:
             # The file system said no (a --db under a file, a full disk...): one line too.
             where = f"{exc.filename}: " if exc.filename else ""
-            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+            hint = ""
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                hint = "; free some space and run again (work committed so far is kept)"
+            elif exc.errno in (errno.EROFS, errno.EACCES):
+                hint = "; writing needs a writable folder (search and info work read-only)"
+            raise click.ClickException(f"{where}{exc.strerror or exc}{hint}") from None
+        except sqlite3.Error as exc:
+            # Damage found after opening (SQLite reads pages lazily), or a full disk.
+            raise click.ClickException(
+                f"meta.sqlite of the collection: {exc}; free disk space if it is full, else "
+                "restore the collection from a backup or index into a new --db folder"
+            ) from None
         except KeyboardInterrupt:
             click.echo("interrupted: work committed so far is kept; run again to resume", err=True)
             sys.exit(130)

@@ -133,3 +133,10 @@ def progress_bar(description: str, enabled: bool) -> Iterator[Callable[[int, int
             progress.update(task, completed=done, total=total, rate=rate)
 
         yield update
+
+
+def echo_index_note(col: Any) -> None:
+    """The one line a search says when it had to replace or bypass a damaged index."""
+    note = col.indexes.note
+    if note:
+        click.echo(f"note: {note}", err=True)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli.common import db_option, emit_json, json_option
+from lookalike.cli.common import db_option, echo_index_note, emit_json, json_option
 
 
 @click.command("duplicates")
@@ -37,6 +37,7 @@ def duplicates_command(
 
     with Collection.open(db) as col:
         groups = col.duplicates(threshold=threshold, effort=effort or DUPLICATES_EFFORT)
+        echo_index_note(col)
     if as_json:
         emit_json([g.to_json() for g in groups])
         return

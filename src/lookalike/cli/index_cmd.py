@@ -75,6 +75,12 @@ def index_command(
         progress_bar("embedding", stderr_is_terminal()) as progress,
     ):
         report = col.index(list(paths), batch_size=batch_size, progress=progress)
+    if report.repaired:
+        click.echo(
+            f"repaired: {report.repaired} images whose vectors were cut off the vector file "
+            "were embedded again (or dropped, if their files are gone)",
+            err=True,
+        )
     if as_json:
         emit_json(report.to_json())
         return

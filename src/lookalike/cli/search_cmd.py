@@ -5,7 +5,13 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli.common import build_model_options, db_option, emit_json_array, json_option
+from lookalike.cli.common import (
+    build_model_options,
+    db_option,
+    echo_index_note,
+    emit_json_array,
+    json_option,
+)
 from lookalike.results import QueryResult
 
 
@@ -80,6 +86,7 @@ def search_command(
             emit_json_array(r.to_json() for r in results)
         else:
             _print_results(results)
+        echo_index_note(col)
     if sheet is not None and not as_json:
         click.echo(f"contact sheet written to {sheet}", err=True)
 

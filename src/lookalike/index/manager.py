@@ -105,6 +105,7 @@ class IndexManager:
         self._synced_state: dict[str, Any] = {}  # store fingerprint the sync in progress saw
         self._ready = False
         self._disk_stamp: tuple[Any, ...] | None = None  # what _ready was decided from
+        self.note: str | None = None  # one line for the user: a damaged index was replaced
 
     # ===== public API =====================================================================
     def sync(self, progress: ProgressFn | None = None) -> dict[str, Any]:
@@ -335,7 +336,12 @@ class IndexManager:
             )
             return report
         folder = self.store.root / meta["dir"]
-        index = _load(kind, folder, meta["params"], mmap=False)
+        try:
+            index = _load(kind, folder, meta["params"], mmap=False)
+        except (OSError, RuntimeError, ValueError) as exc:
+            # A truncated or damaged index.faiss: the vectors are the source of truth.
+            report["rebuild_reason"] = f"{folder}: damaged index ({_first_line(exc)}); rebuilt"
+            return report
         # Image ids are never reused and a changed file gets a new id (see Store.add_images),
         # so the two set differences are the whole story; rows may move (compaction).
         indexed = np.sort(np.asarray(index.ids()))
@@ -473,10 +479,24 @@ class IndexManager:
             try:
                 self._index = _load(meta["kind"], folder, meta["params"], mmap=True)
                 self._lookup = np.load(folder / ROWS_FILE, mmap_mode="r")
-            except (OSError, RuntimeError):
-                fresh = False  # replaced by a concurrent sync; rebuild our view below
+            except (OSError, RuntimeError, ValueError) as exc:
+                # Replaced by a concurrent sync, or damaged: rebuild our view below.
+                fresh = False
+                self.note = f"{folder}: index unreadable ({_first_line(exc)})"
         if not fresh or meta is None:
+            if self.store.read_only:
+                # Nothing can be written here: search the vector file exactly, in memory.
+                self.note = (self.note + "; " if self.note else "") + (
+                    "searching exactly (the collection is read-only, its index can't be updated)"
+                )
+                self._meta = None
+                self._row_ids = None
+                self._ready = True
+                self._disk_stamp = stamp
+                return
             self.sync()
+            if self.note:
+                self.note += "; rebuilt from the vectors"
             return
         self._meta = meta
         self._ready = True
@@ -510,6 +530,11 @@ class IndexManager:
 
 
 # ===== helpers ============================================================================
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
 def _lookup_table(row_ids: IdArray) -> np.ndarray:
     """(2, n) int64: live image ids sorted, and the vector row of each."""
     rows = np.nonzero(row_ids >= 0)[0]
