@@ -454,3 +454,19 @@ def test_disk_full_names_the_file_and_gives_a_hint(
     one_line(result, str(vectors), "No space left", "free some space")
     cli_json("index", folder, "--db", db)
     assert_each_finds_itself(cli_json, db, photos, tmp_path)
+
+
+def test_database_full_is_one_line_naming_meta_sqlite(
+    cli: Cli, cli_json: CliJson, db: Path, photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = photos["coins"].parent
+    cli_json("index", photos["coins"], "--db", db, "--model", TEST_MODEL)
+
+    def full(*_args: Any, **_kw: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(Store, "add_images", full)
+        result = cli("index", folder, "--db", db)
+    one_line(result, "meta.sqlite", "disk is full", "free disk space")
+    assert cli_json("index", folder, "--db", db)["total"] == len(photos)
