@@ -17,6 +17,10 @@ of the original within the top 10.
 
 Usage: python benchmarks/near_duplicates.py OUT_DIR [--seed 0]
 Prints one JSON object: counts and the output folder.
+
+``--duplicates [--model M]`` instead measures `lookalike duplicates` per edit type (JPEG
+q75/q40, aspect, crop, flip, grey, rotations) against a pHash baseline: see
+duplicate_edits.py. Rerun it after a change to preprocessing to recalibrate the threshold.
 """
 
 from __future__ import annotations
@@ -281,7 +285,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--duplicates", action="store_true", help="measure duplicates per edit")
+    parser.add_argument("--model", default=None, help="with --duplicates: the model to index with")
     args = parser.parse_args(argv)
+    if args.duplicates:
+        from duplicate_edits import measure  # type: ignore[import-not-found]
+
+        print(json.dumps(measure(args.out_dir, args.model), indent=1))
+        return 0
     print(json.dumps(build(args.out_dir, args.seed)))
     return 0
 

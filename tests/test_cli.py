@@ -244,10 +244,19 @@ def test_duplicates_json(cli_json: CliJson, db: Path, photos: dict[str, Path]) -
     cli_json("index", root, "--db", db, "--model", TEST_MODEL)
     groups = cli_json("duplicates", "--db", db, "--threshold", "0.97")
     assert len(groups) == 1
-    assert set(groups[0]) == {"paths", "min_score"}
+    assert {"paths", "min_score", "members", "keep", "representative"} <= set(groups[0])
     assert sorted(groups[0]["paths"]) == sorted([str(photos["coffee"]), str(copy)])
     assert 0.97 <= groups[0]["min_score"] <= 1.0 + 1e-6
+    members = groups[0]["members"]
+    assert members[0]["path"] == groups[0]["representative"] and members[0]["score"] == 1.0
+    assert sorted(m["path"] for m in members) == sorted(groups[0]["paths"])
+    assert members[1]["score"] == groups[0]["min_score"]
+    # same pixels; the PNG copy is the larger file
+    assert groups[0]["keep"] == str(copy)
     assert cli_json("duplicates", "--db", db, "--threshold", "1.0") == []
+    pairs = cli_json("duplicates", "--db", db, "--threshold", "0.97", "--pairs")
+    assert [sorted([p["a"], p["b"]]) for p in pairs] == [sorted(groups[0]["paths"])]
+    assert pairs[0]["score"] == groups[0]["min_score"]
 
 
 def test_duplicates_human_output(cli: Cli, indexed: dict[str, Path], db: Path) -> None:

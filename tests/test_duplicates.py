@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import TEST_MODEL
 from lookalike.collection import Collection
-from lookalike.duplicates import duplicate_groups
+from lookalike.duplicates import Cluster, duplicate_groups, leader_clusters
 from lookalike.errors import CollectionError
 from lookalike.index.base import MISSING_ID, SearchHits
 from lookalike.store import NewImage
@@ -24,8 +24,13 @@ def _hits(ids: list[list[int]], scores: list[list[float]]) -> SearchHits:
     return SearchHits(scores=np.array(scores, dtype=np.float32), ids=np.array(ids, dtype=np.int64))
 
 
-def test_components_and_weakest_link() -> None:
-    # 1-2 (0.99), 2-3 (0.96) chain; 1-3 only 0.90 (below): still one group via 2.
+def _groups(clusters: list[Cluster]) -> list[tuple[list[int], list[float]]]:
+    return [(c.members, c.scores) for c in clusters]
+
+
+def test_groups_do_not_chain_through_weak_links() -> None:
+    # 1-2 (0.99), 2-3 (0.96); 1-3 only 0.90 (below): connected components would make
+    # {1, 2, 3}. 2 has the most links, so it leads and takes both: each is within 0.95 of 2.
     # 4-5 (0.97); 6 alone (0.5 to 1); 7's slots are padding.
     query_ids = np.array([1, 2, 3, 4, 5, 6, 7])
     hits = _hits(
@@ -40,16 +45,35 @@ def test_components_and_weakest_link() -> None:
             [1.0, -np.inf, -np.inf],
         ],
     )
-    groups = duplicate_groups([(query_ids, hits)], threshold=0.95)
-    assert groups == [([1, 2, 3], pytest.approx(0.96)), ([4, 5], pytest.approx(0.97))]
-    assert duplicate_groups([(query_ids, hits)], threshold=0.98) == [([1, 2], pytest.approx(0.99))]
+    groups = _groups(duplicate_groups([(query_ids, hits)], threshold=0.95))
+    assert groups == [
+        ([2, 1, 3], [1.0, pytest.approx(0.99), pytest.approx(0.96)]),
+        ([4, 5], [1.0, pytest.approx(0.97)]),
+    ]
+    assert _groups(duplicate_groups([(query_ids, hits)], threshold=0.98)) == [
+        ([1, 2], [1.0, pytest.approx(0.99)])
+    ]
     assert duplicate_groups([(query_ids, hits)], threshold=0.999) == []
+
+
+def test_a_long_chain_is_cut_into_groups_around_leaders() -> None:
+    # A path 1-2-3-4-5-6 where only neighbours link: components would give one group of 6.
+    links = {(i, i + 1): 0.96 for i in range(1, 6)}
+    clusters = leader_clusters(links)
+    for cluster in clusters:
+        lead = cluster.representative
+        assert all(abs(m - lead) <= 1 for m in cluster.members)  # linked to the leader
+    members = [m for c in clusters for m in c.members]
+    assert len(members) == len(set(members))  # each image in one group at most
+    # 2 leads {1, 2, 3}; then 4 leads {4, 5}; 6's only link goes to 5, already taken.
+    assert [sorted(c.members) for c in clusters] == [[1, 2, 3], [4, 5]]
 
 
 def test_groups_join_across_batches() -> None:
     first = (np.array([1]), _hits([[1, 2]], [[1.0, 0.97]]))
     second = (np.array([3]), _hits([[3, 2]], [[1.0, 0.98]]))
-    assert duplicate_groups([first, second], threshold=0.95) == [([1, 2, 3], pytest.approx(0.97))]
+    groups = duplicate_groups([first, second], threshold=0.95)
+    assert _groups(groups) == [([2, 3, 1], [1.0, pytest.approx(0.98), pytest.approx(0.97)])]
 
 
 def test_missing_slots_are_ignored() -> None:
@@ -91,17 +115,44 @@ def _pairwise_min(col: Collection, paths: set[str]) -> float:
     return min(float(a @ b) for a, b in itertools.combinations(vectors, 2))
 
 
-def test_real_photos_with_copies(db: Path, with_copies: dict[str, set[str]]) -> None:
+def test_real_photos_with_copies(
+    db: Path, with_copies: dict[str, set[str]], photos: dict[str, Path]
+) -> None:
     with Collection.open(db) as col:
         groups = col.duplicates(threshold=0.95)
         found = [set(g.paths) for g in groups]
         assert found == [with_copies["chelsea"], with_copies["rocket"]]  # largest first
         for group in groups:
-            # Every pair inside these small groups is a k-NN link, so the weakest link is
-            # the smallest pairwise similarity.
-            assert group.min_score == pytest.approx(_pairwise_min(col, set(group.paths)), abs=1e-5)
-            assert group.min_score >= 0.95
+            rep = col.store.vectors_for([group.members[0].id])[0].astype(np.float64)
+            for member in group.members:
+                vector = col.store.vectors_for([member.id])[0].astype(np.float64)
+                assert member.score == pytest.approx(min(float(rep @ vector), 1.0), abs=1e-5)
+                assert member.score >= 0.95 - 1e-5
+            assert group.min_score == min(m.score for m in group.members[1:])
+            assert group.min_score >= _pairwise_min(col, set(group.paths)) - 1e-5
             assert [col.get(i).path for i in group.ids] == group.paths
+            assert sorted(m.path for m in group.members) == sorted(group.paths)
+        # The originals are kept: the most pixels, then (exact copy) the older file,
+        # then (re-saves) the larger file.
+        assert [g.keep for g in groups] == [str(photos["chelsea"]), str(photos["rocket"])]
+
+
+def test_pairs_are_every_link_once(db: Path, with_copies: dict[str, set[str]]) -> None:
+    with Collection.open(db) as col:
+        pairs = col.duplicate_pairs(threshold=0.95)
+        groups = col.duplicates(threshold=0.95)
+    keys = [frozenset((p.a, p.b)) for p in pairs]
+    assert len(keys) == len(set(keys))
+    assert [p.score for p in pairs] == sorted((p.score for p in pairs), reverse=True)
+    assert all(p.score >= 0.95 for p in pairs)
+    # Every member of a group is paired with its representative.
+    for group in groups:
+        rep = group.representative
+        for member in group.members[1:]:
+            assert frozenset((rep, member.path)) in keys
+    # and pairs never cross the planted sets (they are all copies of one photo)
+    planted = list(with_copies.values())
+    assert all(any({p.a, p.b} <= s for s in planted) for p in pairs)
 
 
 def test_exact_copies_at_threshold_one(db: Path, with_copies: dict[str, set[str]]) -> None:

@@ -516,8 +516,11 @@ def test_duplicates_group_the_cat_copies(client: TestClient, col: Collection) ->
     response = client.get("/api/duplicates", params={"threshold": 0.95})
     assert response.status_code == 200
     body = response.json()
-    expected = [{**g.to_json(), "ids": g.ids} for g in col.duplicates(threshold=0.95)]
+    expected = [g.to_json(with_id=True) for g in col.duplicates(threshold=0.95)]
     assert body == expected
+    for group in body:
+        assert group["keep"] in group["paths"]
+        assert sorted(m["id"] for m in group["members"]) == group["ids"]
     names = ids_by_name(col)
     assert {names["chelsea"], names["chelsea-copy"]} in [set(g["ids"]) for g in body]
     for group in body:

@@ -250,6 +250,8 @@ def test_browse_duplicates_and_info_pages(page: Any, server: dict[str, Any]) -> 
     group = page.locator("#dup-groups .group").first
     expect(group).to_be_visible()
     assert {"chelsea.jpg", "chelsea-copy.png"} <= set(group.locator(".name").all_inner_texts())
+    expect(group.locator(".card.keeper .keep")).to_have_count(1)  # one suggested keeper
+    expect(group.locator(".card .score").first).to_have_text("1.0000")  # the representative
 
     page.click("nav a[data-view=info]")
     expect(page.locator("#info-table")).to_contain_text("raw-pixels")

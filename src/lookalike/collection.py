@@ -13,15 +13,29 @@ import numpy as np
 from PIL import Image
 
 from lookalike.adapters import check_recorded_adapter, same_adapter
-from lookalike.duplicates import duplicate_groups, neighbour_batches
+from lookalike.duplicates import (
+    SCORE_SLACK,
+    Links,
+    leader_clusters,
+    neighbour_batches,
+    similar_links,
+)
 from lookalike.errors import CollectionError, ImageReadError, ModelMismatchError
 from lookalike.images import absolute, load_image
 from lookalike.index.base import MISSING_ID, SearchHits
 from lookalike.index.manager import IndexManager
 from lookalike.indexer import IndexReport, ProgressFn, index_paths
+from lookalike.keeper import suggest_keep
 from lookalike.models import DEFAULT_MODEL, Embedder, ModelOptions, create_embedder
 from lookalike.paths import default_db
-from lookalike.results import METRICS, DuplicateGroup, Hit, QueryResult
+from lookalike.results import (
+    METRICS,
+    DuplicateGroup,
+    DuplicatePair,
+    GroupMember,
+    Hit,
+    QueryResult,
+)
 from lookalike.store import MANIFEST, ImageRecord, Store, take_lock, write_json_atomic
 from lookalike.vectors import FloatArray, IdArray, cosine_to_euclidean
 
@@ -367,11 +381,62 @@ class Collection:
     def duplicates(
         self, threshold: float = 0.95, k: int = 10, effort: float = DUPLICATES_EFFORT
     ) -> list[DuplicateGroup]:
-        """Groups of images whose similarity is >= threshold (via a k-NN graph).
+        """Groups of images whose similarity to their group's representative is >= threshold
+        (leader clustering over a k-NN graph, so groups never chain), largest first; each
+        with a suggested copy to keep.
 
         ``effort``: search width of an approximate index relative to its tuning (see
         IndexManager.search); the default trades time for missing fewer pairs.
         """
+        groups: list[DuplicateGroup] = []
+        for cluster in leader_clusters(self._links(threshold, k, effort)):
+            # Scores from the stored vectors, not the index: an approximate index's are
+            # estimates, and a member must really be within the threshold.
+            vectors = self.store.vectors_for(cluster.members).astype(np.float64)
+            exact = (vectors @ vectors[0]).tolist()
+            members = [cluster.representative] + [
+                m
+                for m, s in zip(cluster.members[1:], exact[1:], strict=True)
+                if s >= threshold - SCORE_SLACK
+            ]
+            if len(members) < 2:
+                continue
+            score_of = dict(zip(cluster.members, exact, strict=True))
+            score_of[cluster.representative] = 1.0
+            group = [self._member(i, score_of[i]) for i in members]
+            by_id = sorted(group, key=lambda m: m.id)
+            groups.append(
+                DuplicateGroup(
+                    ids=[m.id for m in by_id],
+                    paths=[m.path for m in by_id],
+                    min_score=min(m.score for m in group[1:]),
+                    members=group,
+                    keep=suggest_keep(group).path,
+                )
+            )
+        groups.sort(key=lambda g: (-len(g.ids), g.ids[0]))
+        return groups
+
+    def duplicate_pairs(
+        self, threshold: float = 0.95, k: int = 10, effort: float = DUPLICATES_EFFORT
+    ) -> list[DuplicatePair]:
+        """Every linked pair with similarity >= threshold (each pair once), best first.
+        Limited, like the groups, to each image's k nearest neighbours."""
+        links = self._links(threshold, k, effort)
+        pairs = list(links)
+        paths = self.store.ids_and_paths({i for pair in pairs for i in pair})
+        out: list[DuplicatePair] = []
+        for start in range(0, len(pairs), 4096):
+            chunk = pairs[start : start + 4096]
+            a = self.store.vectors_for([p[0] for p in chunk]).astype(np.float64)
+            b = self.store.vectors_for([p[1] for p in chunk]).astype(np.float64)
+            for (ia, ib), score in zip(chunk, np.einsum("ij,ij->i", a, b).tolist(), strict=True):
+                if score >= threshold - SCORE_SLACK:
+                    out.append(DuplicatePair(paths[ia], paths[ib], min(float(score), 1.0)))
+        out.sort(key=lambda p: (-p.score, p.a, p.b))
+        return out
+
+    def _links(self, threshold: float, k: int, effort: float) -> Links:
         if not -1.0 <= threshold <= 1.0:
             raise CollectionError(f"threshold must be between -1 and 1, got {threshold}")
         if effort <= 0:
@@ -383,9 +448,11 @@ class Collection:
             lambda vectors, n: self.indexes.search(vectors, n, effort=effort),
             k + 1,
         )
-        groups = duplicate_groups(batches, threshold)
-        paths = self.store.ids_and_paths([i for g, _ in groups for i in g])
-        return [DuplicateGroup(g, [paths[i] for i in g], s) for g, s in groups]
+        return similar_links(batches, threshold)
+
+    def _member(self, image_id: int, score: float) -> GroupMember:
+        r = self.store.get(image_id)
+        return GroupMember(r.id, r.path, min(score, 1.0), r.width, r.height, r.size, r.mtime_ns)
 
 
 def _read_or_recover_manifest(root: Path) -> dict[str, Any] | None:

@@ -1,9 +1,12 @@
-"""Near-duplicate groups from a k-NN graph: link pairs with similarity >= threshold and take
-connected components. Memory grows with the number of links, never with N x N."""
+"""Near-duplicate groups from a k-NN graph. Links are pairs with similarity >= threshold;
+groups are made by leader clustering, not connected components, so they never chain through
+weak links: every member is within the threshold of its group's representative. Memory grows
+with the number of links, never with N x N."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,49 +17,72 @@ from lookalike.vectors import IdArray
 # 40% of vectors), so without slack `--threshold 1` would miss byte-identical files.
 SCORE_SLACK = 1e-5
 
-
-class _DisjointSets:
-    def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-
-    def find(self, x: int) -> int:
-        parent = self.parent.setdefault(x, x)
-        while parent != x:
-            grand = self.parent.setdefault(parent, parent)
-            self.parent[x] = grand  # path halving
-            x, parent = parent, grand
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+Links = dict[tuple[int, int], float]  # (smaller id, larger id) -> similarity
 
 
-def duplicate_groups(
-    batches: Iterable[tuple[IdArray, SearchHits]], threshold: float
-) -> list[tuple[list[int], float]]:
-    """Groups (sorted ids, weakest link score) from (query ids, their k-NN hits) batches."""
-    sets = _DisjointSets()
-    weakest: dict[int, float] = {}
-    edges: list[tuple[int, int, float]] = []
+@dataclass(frozen=True)
+class Cluster:
+    """A group: its representative first in ``members``, the others by score to it."""
+
+    members: list[int]
+    scores: list[float]  # each member's link score to the representative (1.0 for itself)
+
+    @property
+    def representative(self) -> int:
+        return self.members[0]
+
+
+def similar_links(batches: Iterable[tuple[IdArray, SearchHits]], threshold: float) -> Links:
+    """Undirected links with score >= threshold from (query ids, their k-NN hits) batches.
+    A pair found from both ends keeps the higher score (approximate indexes may differ)."""
+    links: Links = {}
     for query_ids, hits in batches:
         keep = (hits.scores >= threshold - SCORE_SLACK) & (hits.ids != MISSING_ID)
         keep &= hits.ids != query_ids[:, None]
         rows, cols = np.nonzero(keep)
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
             a, b = int(query_ids[r]), int(hits.ids[r, c])
-            sets.union(a, b)
-            edges.append((a, b, float(hits.scores[r, c])))
-    for a, _b, score in edges:
-        root = sets.find(a)
-        weakest[root] = min(weakest.get(root, 1.0), score)
-    members: dict[int, list[int]] = {}
-    for node in sets.parent:
-        members.setdefault(sets.find(node), []).append(node)
-    groups = [(sorted(ids), weakest[root]) for root, ids in members.items() if len(ids) > 1]
-    groups.sort(key=lambda g: (-len(g[0]), g[0][0]))
-    return groups
+            key = (a, b) if a < b else (b, a)
+            score = float(hits.scores[r, c])
+            if score > links.get(key, -np.inf):
+                links[key] = score
+    return links
+
+
+def leader_clusters(links: Links) -> list[Cluster]:
+    """Leader clustering over the link graph, largest groups first.
+
+    The image with the most links (then the highest summed score, then the lowest id) leads
+    the first group and takes every unassigned image it links to; repeat with what is left.
+    An image whose links all go to images already taken joins no group through them, which
+    is the point: a chain A-B-C with A-C below threshold is never one group."""
+    neighbours: dict[int, dict[int, float]] = {}
+    for (a, b), score in links.items():
+        neighbours.setdefault(a, {})[b] = score
+        neighbours.setdefault(b, {})[a] = score
+    strength = {n: (len(nb), sum(nb.values())) for n, nb in neighbours.items()}
+    order = sorted(neighbours, key=lambda n: (-strength[n][0], -strength[n][1], n))
+    assigned: set[int] = set()
+    clusters: list[Cluster] = []
+    for leader in order:
+        if leader in assigned:
+            continue
+        free = [(s, m) for m, s in neighbours[leader].items() if m not in assigned]
+        if not free:
+            continue
+        free.sort(key=lambda t: (-t[0], t[1]))
+        assigned.add(leader)
+        assigned.update(m for _, m in free)
+        clusters.append(Cluster([leader, *(m for _, m in free)], [1.0, *(s for s, _ in free)]))
+    clusters.sort(key=lambda c: (-len(c.members), min(c.members)))
+    return clusters
+
+
+def duplicate_groups(
+    batches: Iterable[tuple[IdArray, SearchHits]], threshold: float
+) -> list[Cluster]:
+    """Groups (leader clusters) from (query ids, their k-NN hits) batches."""
+    return leader_clusters(similar_links(batches, threshold))
 
 
 def neighbour_batches(

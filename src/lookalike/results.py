@@ -35,10 +35,61 @@ class QueryResult:
 
 
 @dataclass(frozen=True)
+class GroupMember:
+    id: int
+    path: str
+    score: float  # cosine similarity to the group's representative (1.0 for itself)
+    width: int | None = None
+    height: int | None = None
+    size: int = 0  # file size in bytes
+    mtime_ns: int = 0
+
+    def to_json(self, with_id: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "path": self.path,
+            "score": round(self.score, 6),
+            "width": self.width,
+            "height": self.height,
+            "size": self.size,
+        }
+        if with_id:
+            out["id"] = self.id
+        return out
+
+
+@dataclass(frozen=True)
 class DuplicateGroup:
-    ids: list[int]
-    paths: list[str]
-    min_score: float  # weakest similarity on the links that joined the group
+    """One near-duplicate group. ``members[0]`` is the representative: every member is
+    within the threshold of it. ``keep`` is only a suggestion; lookalike never deletes."""
+
+    ids: list[int]  # sorted
+    paths: list[str]  # in the order of ids
+    min_score: float  # weakest member's similarity to the representative
+    members: list[GroupMember] = field(default_factory=list)
+    keep: str = ""
+
+    @property
+    def representative(self) -> str:
+        return self.members[0].path if self.members else ""
+
+    def to_json(self, with_id: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "paths": self.paths,
+            "min_score": round(self.min_score, 6),
+            "representative": self.representative,
+            "keep": self.keep,
+            "members": [m.to_json(with_id) for m in self.members],
+        }
+        if with_id:
+            out["ids"] = self.ids
+        return out
+
+
+@dataclass(frozen=True)
+class DuplicatePair:
+    a: str
+    b: str
+    score: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"paths": self.paths, "min_score": round(self.min_score, 6)}
+        return {"a": self.a, "b": self.b, "score": round(self.score, 6)}

@@ -23,27 +23,49 @@ from lookalike.cli.common import db_option, echo_index_note, emit_json, json_opt
     help="Search width of an approximate index, relative to the width tuned for search: "
     "higher misses fewer pairs and takes longer. Exact search ignores it.  [default: 4]",
 )
+@click.option(
+    "--pairs",
+    is_flag=True,
+    help="List every pair with similarity >= THRESHOLD and its score instead of groups.",
+)
 @json_option
 def duplicates_command(
-    db: Path | None, threshold: float, effort: float | None, as_json: bool
+    db: Path | None, threshold: float, effort: float | None, pairs: bool, as_json: bool
 ) -> None:
-    """Groups of near-duplicate images (similarity >= THRESHOLD), largest first.
+    """Groups of near-duplicate images, largest first. Every member of a group has
+    similarity >= THRESHOLD to the group's representative (groups do not chain); each
+    group suggests a copy to keep (most pixels, then largest file, then oldest).
+    Nothing is ever deleted or moved.
 
     \b
-    Example:
+    Examples:
       lookalike duplicates --threshold 0.97 --json
+      lookalike duplicates --pairs --json   # [{"a", "b", "score"}], best first
     """
     from lookalike.collection import DUPLICATES_EFFORT, Collection
 
     with Collection.open(db) as col:
-        groups = col.duplicates(threshold=threshold, effort=effort or DUPLICATES_EFFORT)
+        if pairs:
+            found = col.duplicate_pairs(threshold=threshold, effort=effort or DUPLICATES_EFFORT)
+        else:
+            groups = col.duplicates(threshold=threshold, effort=effort or DUPLICATES_EFFORT)
         echo_index_note(col)
+    if pairs:
+        if as_json:
+            emit_json([p.to_json() for p in found])
+            return
+        for pair in found:
+            click.echo(f"{pair.score:.4f}  {pair.a}  {pair.b}")
+        if not found:
+            click.echo(f"no near duplicates at threshold {threshold}")
+        return
     if as_json:
         emit_json([g.to_json() for g in groups])
         return
     for n, group in enumerate(groups, 1):
         click.echo(f"group {n}: {len(group.paths)} images, min score {group.min_score:.4f}")
-        for path in group.paths:
-            click.echo(f"  {path}")
+        for member in group.members:
+            mark = "keep" if member.path == group.keep else "    "
+            click.echo(f"  {mark} {member.score:.4f}  {member.path}")
     if not groups:
         click.echo(f"no near duplicates at threshold {threshold}")

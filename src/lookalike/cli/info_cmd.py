@@ -49,7 +49,11 @@ def _index_line(index: dict[str, Any]) -> str:
     recall = index.get("recall_at_10")
     if recall is not None and index["kind"] != "exact":
         queries = index.get("recall_queries")
-        parts.append(f"recall@10 {recall:.3f}" + (f" on {queries} held-out" if queries else ""))
+        line = f"recall@10 {recall:.3f}" + (f" on {queries} held-out" if queries else "")
+        target = index.get("recall_target")
+        if target is not None and "recall_target_met" in index:
+            line += f" (target {target} {'met' if index['recall_target_met'] else 'MISSED'})"
+        parts.append(line)
     params = [f"{k}={index[k]}" for k in _TUNING_KEYS if k in index]
     if params:
         parts.append(", ".join(params))

@@ -18,7 +18,7 @@ from lookalike.errors import IndexBuildError
 KINDS = ("auto", "exact", "hnsw", "hnsw-sq8", "ivfpq")
 APPROXIMATE_KINDS = ("hnsw", "hnsw-sq8", "ivfpq")
 
-EXACT_MAX = 50_000  # auto: below this, brute force is fast enough (and perfect)
+EXACT_MAX = 50_000  # auto: up to and including this, brute force is fast enough (and perfect)
 MIN_APPROX = 1_000  # any kind: below this, exact search is used (nothing to tune on)
 HNSW_M = 24  # graph degree; 2*M neighbours on level 0, 4 bytes each
 ID_BYTES = 16  # ids.npy + rows.npy, per vector
@@ -86,6 +86,13 @@ def pq_m(dim: int) -> int:
     return max(m for m in range(1, cap + 1) if dim % m == 0)
 
 
+def exact_fits(n: int, dim: int, budget: int | None = None) -> bool:
+    """Whether exact search may replace an approximate index that missed its recall target:
+    it reads the whole vector file per query batch, so that file must fit the budget."""
+    budget = default_budget() if budget is None else budget
+    return n * dim * 4 <= budget
+
+
 def estimate_bytes(kind: str, n: int, dim: int) -> int:
     """Resident bytes of an index of ``n`` vectors (see the module docstring)."""
     graph = int(2 * HNSW_M * 4 * 1.07) + 8  # level 0 plus ~7% upper levels, + offsets
@@ -109,7 +116,7 @@ def choose_kind(n: int, dim: int, budget: int | None = None, current: str | None
     collection shrinks below half the exact threshold, and stays while it fits.
     """
     budget = default_budget() if budget is None else budget
-    if n < EXACT_MAX:
+    if n <= EXACT_MAX:
         stays = current in APPROXIMATE_KINDS and n >= EXACT_MAX // 2
         if stays and estimate_bytes(str(current), n, dim) <= budget:
             return str(current)

@@ -37,6 +37,7 @@ from lookalike.index.budget import (
     MIN_APPROX,
     choose_kind,
     default_budget,
+    exact_fits,
     ivf_nlist,
     parse_memory_budget,
     pq_m,
@@ -118,7 +119,7 @@ class IndexManager:
             lookup = _lookup_table(row_ids)
             meta = self._read_meta()
             n = lookup.shape[1]
-            target = self._target_kind(n, meta["kind"] if meta else None)
+            target = self._target_kind(n, meta)
             reason = self._rebuild_reason(meta, target, n)
             report: dict[str, Any]
             if reason is None and meta is not None:
@@ -176,14 +177,28 @@ class IndexManager:
         }
         if meta.get("note"):
             out["note"] = meta["note"]
+        if meta.get("fallback"):
+            out["fallback"] = meta["fallback"]  # the approximate index that missed its target
         out["up_to_date"] = self._is_fresh(meta)
         return out
 
     # ===== deciding =======================================================================
-    def _target_kind(self, n: int, current: str | None) -> str:
+    def _target_kind(self, n: int, meta: dict[str, Any] | None) -> str:
         if n < MIN_APPROX:
             return "exact"
         if self.kind == "auto":
+            # auto fell back to exact because tuning missed its target: stay until the
+            # collection has grown enough to be worth tuning again (as for a rebuild).
+            fallback = (meta or {}).get("fallback")
+            if (
+                meta
+                and meta["kind"] == "exact"
+                and fallback
+                and n < REBUILD_GROWTH * int(fallback["count"])
+                and exact_fits(n, self.store.dim, self.memory_budget)
+            ):
+                return "exact"
+            current = meta["kind"] if meta else None
             return choose_kind(n, self.store.dim, self.memory_budget, current)
         return self.kind
 
@@ -216,7 +231,11 @@ class IndexManager:
         meta: dict[str, Any] = {"kind": kind, "count": n, "built_count": n, "params": {}}
         index: Approx | None = None
         if kind == "exact":
-            meta["recall"] = {"recall_at_10": 1.0}
+            meta["recall"] = {
+                "recall_at_10": 1.0,
+                "recall_target": self.target_recall,
+                "recall_target_met": True,
+            }
             meta["dir"] = None
             if self.kind not in ("auto", "exact"):
                 meta["note"] = f"exact search until the collection has {MIN_APPROX} images"
@@ -224,10 +243,12 @@ class IndexManager:
             index, tuned = self._build_approximate(kind, row_ids, lookup, progress)
             meta["params"] = {**index.params(), **tuned.params}
             meta["recall"] = tuned.to_json()
+            if not tuned.met:
+                meta, index = self._missed_target(meta, index, tuned, n)
         meta["build_seconds"] = round(time.perf_counter() - started, 3)
         self._commit(meta, index, row_ids, lookup, unchanged_from=None)
-        return {
-            "kind": kind,
+        out = {
+            "kind": meta["kind"],
             "rebuilt": True,
             "added": n,
             "removed": 0,
@@ -235,6 +256,38 @@ class IndexManager:
             **meta["params"],
             **meta["recall"],
         }
+        if meta.get("note"):
+            out["note"] = meta["note"]
+        return out
+
+    def _missed_target(
+        self, meta: dict[str, Any], index: Approx, tuned: Tuned, n: int
+    ) -> tuple[dict[str, Any], Approx | None]:
+        """Tuning could not reach the recall target. `auto` promised it, so it falls back to
+        exact search when the vector file fits the memory budget; an explicitly asked-for
+        kind is kept. Either way the note says so (info, the index report)."""
+        missed = (
+            f"{meta['kind']} reached recall@10 {tuned.recall:.3f}, below the {tuned.target} target"
+        )
+        if self.kind != "auto" or not exact_fits(n, self.store.dim, self.memory_budget):
+            why = (
+                "as asked" if self.kind != "auto" else "exact search does not fit the memory budget"
+            )
+            meta["note"] = f"{missed}; kept ({why})"
+            return meta, index
+        meta = {
+            **meta,
+            "kind": "exact",
+            "params": {},
+            "recall": {
+                "recall_at_10": 1.0,
+                "recall_target": tuned.target,
+                "recall_target_met": True,
+            },
+            "fallback": {"kind": meta["kind"], "count": n, **tuned.to_json()},
+            "note": f"{missed}; fell back to exact search",
+        }
+        return meta, None
 
     def _build_approximate(
         self, kind: str, row_ids: IdArray, lookup: np.ndarray, progress: ProgressFn | None

@@ -216,8 +216,10 @@ def create_app(
     def duplicates(
         threshold: Annotated[float, Query(ge=-1.0, le=1.0)] = 0.95,
     ) -> Any:
-        """Groups of near-duplicate images (similarity >= threshold), largest first."""
-        return [{**g.to_json(), "ids": g.ids} for g in service.duplicates(threshold)]
+        """Groups of near-duplicate images, largest first: every member has similarity >=
+        threshold to the group's representative (members[0]); `keep` is a suggestion
+        (most pixels, then largest file, then oldest). Nothing is deleted."""
+        return [g.to_json(with_id=True) for g in service.duplicates(threshold)]
 
     @app.get("/api/info", tags=["collection"])
     def info() -> dict[str, Any]:

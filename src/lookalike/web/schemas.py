@@ -21,10 +21,22 @@ class QueryResultOut(BaseModel):
     results: list[HitOut]
 
 
+class DuplicateMemberOut(BaseModel):
+    id: int
+    path: str
+    score: float = Field(description="cosine similarity to the group's representative")
+    width: int | None
+    height: int | None
+    size: int = Field(description="file size in bytes")
+
+
 class DuplicateGroupOut(BaseModel):
-    paths: list[str]
-    min_score: float = Field(description="weakest similarity among the links of the group")
+    paths: list[str] = Field(description="members in id order")
+    min_score: float = Field(description="weakest member's similarity to the representative")
     ids: list[int]
+    representative: str = Field(description="path of members[0]; all are within threshold of it")
+    keep: str = Field(description="suggested copy to keep: most pixels, largest file, oldest")
+    members: list[DuplicateMemberOut] = Field(description="representative first, then by score")
 
 
 class ImageOut(BaseModel):

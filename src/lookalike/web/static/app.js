@@ -207,10 +207,28 @@ async function findDuplicates(event) {
   $("#dup-groups").replaceChildren();
   try {
     const groups = await api(`/api/duplicates?threshold=${encodeURIComponent(threshold)}`);
+    // Members come representative first, each with its score to the representative;
+    // the suggested keeper is marked (lookalike never deletes anything).
     const nodes = groups.map((group) => el("section", { class: "group" },
       el("h3", { textContent: `${group.ids.length} images, least similarity ${group.min_score.toFixed(4)}` }),
       el("div", { class: "grid small" },
-        ...group.ids.map((id, i) => card({ id, path: group.paths[i] }, null)))));
+        ...group.members.map((member) => {
+          const node = card({ id: member.id, path: member.path }, null);
+          const caption = node.querySelector("figcaption");
+          const line = el("span", { class: "line" },
+            el("span", { class: "score", title: "cosine similarity to the representative",
+              textContent: member.score.toFixed(4) }));
+          if (member.path === group.keep) {
+            node.classList.add("keeper");
+            line.append(el("span", { class: "keep", title: "suggested copy to keep (most pixels, largest file, oldest)",
+              textContent: "keep" }));
+          }
+          if (member.width && member.height) {
+            line.append(el("span", { class: "dims", textContent: `${member.width}×${member.height}` }));
+          }
+          caption.prepend(line);
+          return node;
+        }))));
     $("#dup-groups").replaceChildren(...nodes);
     setStatus("#dup-status", groups.length ? `${groups.length} group${groups.length === 1 ? "" : "s"}`
       : `No near duplicates at similarity ${threshold}.`);

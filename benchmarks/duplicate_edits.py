@@ -1,0 +1,172 @@
+"""Near-duplicate recall and precision per edit type, with a perceptual-hash baseline.
+
+Run through ``python benchmarks/near_duplicates.py OUT_DIR --duplicates [--model M]``.
+Each offline original photo (the same set as the copy-detection benchmark) gets planted
+copies, one per edit the issue names: JPEG re-saves at quality 75 and 40, a squash to
+another aspect ratio, a crop of 10% per side, a mirror flip, a grey-scale copy, rotations by
+10 and 30 degrees. Originals, copies and unrelated distractors are indexed into a fresh
+collection; then for each edit type:
+
+- pair recall at threshold t: copies whose cosine to their original is >= t;
+- group recall: copies that `duplicates` puts in their original's group (at each t);
+- precision: joined pairs (copy-original or any other) that really are copy and original.
+
+Unrelated pairs are all pairs of images from different sources (copies included); their
+highest score bounds where a threshold may go. The baseline is imagededup's default pHash
+rule (64-bit ``imagehash.phash``, Hamming distance <= 10) on the same files.
+The output is one JSON object; nothing here is tuned to the set, it only measures.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97)
+PHASH_MAX_DISTANCE = 10  # imagededup's default for PHash.find_duplicates
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def _crop10(image: Image.Image) -> Image.Image:
+    w, h = image.size
+    return image.crop((w // 10, h // 10, w - w // 10, h - h // 10))
+
+
+def _squash(image: Image.Image) -> Image.Image:
+    w, h = image.size
+    return image.resize((round(w * 1.35), h), Image.Resampling.LANCZOS)  # 4:3 -> ~16:9
+
+
+EDITS: dict[str, Any] = {
+    "jpeg-q75": lambda im: _jpeg(im, 75),
+    "jpeg-q40": lambda im: _jpeg(im, 40),
+    "aspect": _squash,
+    "crop10": _crop10,
+    "flip": ImageOps.mirror,
+    "grey": lambda im: ImageOps.grayscale(im).convert("RGB"),
+    "rot10": lambda im: im.rotate(10, resample=Image.Resampling.BICUBIC, expand=True),
+    "rot30": lambda im: im.rotate(30, resample=Image.Resampling.BICUBIC, expand=True),
+}
+
+
+def plant(out_dir: Path) -> dict[str, tuple[str, str]]:
+    """Write originals, copies and distractors; path -> (source name, edit or "")."""
+    from near_duplicates import distractors, originals  # type: ignore[import-not-found]
+
+    photos = out_dir / "photos"
+    photos.mkdir(parents=True, exist_ok=True)
+    labels: dict[str, tuple[str, str]] = {}
+    for name, photo in originals():
+        path = photos / f"{name}.png"
+        photo.save(path)
+        labels[str(path)] = (name, "")
+        for edit, apply in EDITS.items():
+            copy = photos / f"{name}--{edit}.png"  # lossless: the edit is the only change
+            apply(photo).save(copy)
+            labels[str(copy)] = (name, edit)
+    for name, photo in distractors():
+        path = photos / f"distractor-{name}.png"
+        photo.save(path)
+        labels[str(path)] = (f"distractor-{name}", "")
+    return labels
+
+
+def measure(out_dir: Path, model: str | None) -> dict[str, Any]:
+    import imagehash
+
+    from lookalike.collection import Collection
+
+    labels = plant(out_dir)
+    paths = sorted(labels)
+    with Collection.open(out_dir / "db", model=model, create=True) as col:
+        col.index([out_dir / "photos"])
+        ids = [col.store.by_path(p).id for p in paths]  # type: ignore[union-attr]
+        vectors = col.store.vectors_for(ids).astype(np.float64)
+        model_name = col.store.manifest["model"]["model"]
+        groups = {t: col.duplicates(threshold=t) for t in THRESHOLDS}
+    scores = vectors @ vectors.T
+    with_index = {p: i for i, p in enumerate(paths)}
+    hashes = [imagehash.phash(Image.open(p)) for p in paths]
+
+    copy_pairs = {  # edit -> [(copy index, original index)]
+        edit: [
+            (with_index[p], with_index[str(Path(p).with_name(f"{src}.png"))])
+            for p, (src, e) in labels.items()
+            if e == edit
+        ]
+        for edit in EDITS
+    }
+    unrelated = [
+        (i, j)
+        for i, j in itertools.combinations(range(len(paths)), 2)
+        if labels[paths[i]][0] != labels[paths[j]][0]
+    ]
+    worst = max(unrelated, key=lambda ij: scores[ij])
+    phash_fp = sum(hashes[i] - hashes[j] <= PHASH_MAX_DISTANCE for i, j in unrelated)
+
+    per_edit: dict[str, Any] = {}
+    for edit, pairs in copy_pairs.items():
+        s = [float(scores[c, o]) for c, o in pairs]
+        per_edit[edit] = {
+            "copies": len(pairs),
+            "score_min": round(min(s), 4),
+            "score_median": round(float(np.median(s)), 4),
+            "pair_recall": {str(t): round(np.mean([x >= t for x in s]), 3) for t in THRESHOLDS},
+            "group_recall": {
+                str(t): round(_group_recall(groups[t], pairs, paths), 3) for t in THRESHOLDS
+            },
+            "phash_recall": round(
+                float(np.mean([hashes[c] - hashes[o] <= PHASH_MAX_DISTANCE for c, o in pairs])), 3
+            ),
+        }
+    precision = {str(t): _group_precision(groups[t], labels) for t in THRESHOLDS}
+    return {
+        "model": model_name,
+        "images": len(paths),
+        "originals": sum(1 for src, e in labels.values() if not e and "distractor" not in src),
+        "unrelated_pairs": len(unrelated),
+        "unrelated_max_score": round(float(scores[worst]), 4),
+        "unrelated_max_pair": [Path(paths[worst[0]]).name, Path(paths[worst[1]]).name],
+        "unrelated_pairs_at_or_above": {
+            str(t): int(sum(scores[ij] >= t for ij in unrelated)) for t in THRESHOLDS
+        },
+        "group_precision": precision,
+        "phash_unrelated_pairs_within_10": int(phash_fp),
+        "per_edit": per_edit,
+    }
+
+
+def _group_recall(groups: list[Any], pairs: list[tuple[int, int]], paths: list[str]) -> float:
+    group_of = {p: n for n, g in enumerate(groups) for p in g.paths}
+    joined = [
+        paths[c] in group_of and group_of.get(paths[c]) == group_of.get(paths[o]) for c, o in pairs
+    ]
+    return float(np.mean(joined))
+
+
+def _group_precision(groups: list[Any], labels: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """Pairs inside groups that share a source, over all pairs inside groups."""
+    good = total = 0
+    mixed = 0
+    for g in groups:
+        sources = [labels[p][0] for p in g.paths]
+        mixed += len(set(sources)) > 1
+        for a, b in itertools.combinations(sources, 2):
+            total += 1
+            good += a == b
+    return {
+        "groups": len(groups),
+        "groups_mixing_sources": mixed,
+        "pair_precision": round(good / total, 4) if total else None,
+    }
