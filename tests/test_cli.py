@@ -5,6 +5,8 @@ real processes for exit codes and stdout hygiene."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -384,3 +386,18 @@ def test_process_default_model_json(
     assert found.returncode == 0, found.stderr
     (result,) = json.loads(found.stdout)
     assert [h["path"] for h in result["results"]] == [str(photos["coffee"])]
+
+
+def test_a_reader_that_goes_away_is_no_error() -> None:
+    """`lookalike models | head -0`: the pipe closes before lookalike writes; no
+    "Error: Broken pipe" line, no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lookalike", "models"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the interpreter has even started
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert stderr == "", stderr

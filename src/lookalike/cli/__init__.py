@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import sqlite3
 import sys
 from typing import Any
@@ -35,6 +36,11 @@ class LookalikeGroup(click.Group):
             return super().invoke(ctx)
         except LookalikeError as exc:
             raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:
+            # The reader went away (`| head`): nothing to tell it. Point stdout at devnull
+            # so that flushing at exit does not raise again (Python's documented recipe).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         except OSError as exc:
             # The file system said no (a --db under a file, a full disk...): one line too.
             where = f"{exc.filename}: " if exc.filename else ""
