@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -123,8 +123,10 @@ def build_graph(
     if logits:
         x = builder.node("ReduceMean", [x], axes=[2, 3], keepdims=0)
         weight = builder.take("_fc.weight").T.copy()
-        x = builder.node("Gemm", [x, builder.const("fc_w", weight), builder.const(
-            "fc_b", builder.take("_fc.bias"))])
+        x = builder.node(
+            "Gemm",
+            [x, builder.const("fc_w", weight), builder.const("fc_b", builder.take("_fc.bias"))],
+        )
         output = "logits"
     else:
         x = builder.pooled(x, pool)
@@ -167,7 +169,7 @@ class _Builder:
         return value.astype(np.float64)
 
     def _mismatch(self, reason: str) -> ModelError:
-        return ModelError(f"the weights do not hold {self.name} weights ({reason})")
+        return ModelError(f"does not hold {self.name} weights ({reason})")
 
     def const(self, name: str, value: np.ndarray) -> str:
         from onnx import numpy_helper
@@ -175,7 +177,7 @@ class _Builder:
         self.initializers.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
         return name
 
-    def node(self, op: str, inputs: list[str], **attrs: object) -> str:
+    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
         from onnx import helper
 
         self._count += 1
@@ -196,9 +198,10 @@ class _Builder:
     ) -> str:
         """Conv (no bias) + batch norm folded into it (+ ReLU6)."""
         weight = self.take(f"{conv}.weight")
-        if weight.ndim != 4 or (channels is not None and (
-            weight.shape[0] != channels[1] or weight.shape[1] * groups != channels[0]
-        )):
+        if weight.ndim != 4 or (
+            channels is not None
+            and (weight.shape[0] != channels[1] or weight.shape[1] * groups != channels[0])
+        ):
             raise self._mismatch(f"{conv}.weight has shape {weight.shape}")
         n = weight.shape[0]
         gamma, beta, mean, var = (
@@ -209,8 +212,11 @@ class _Builder:
         kernel = weight.shape[2]
         out = self.node(
             "Conv",
-            [x, self.const(f"{conv}.w", weight * scale[:, None, None, None]),
-             self.const(f"{conv}.b", beta - mean * scale)],
+            [
+                x,
+                self.const(f"{conv}.w", weight * scale[:, None, None, None]),
+                self.const(f"{conv}.b", beta - mean * scale),
+            ],
             kernel_shape=[kernel, kernel],
             strides=[stride, stride],
             pads=same_padding(size, kernel, stride),
@@ -230,18 +236,34 @@ class _Builder:
         y = x
         if block.expand != 1:
             y = self.conv_bn(
-                y, f"{prefix}._expand_conv", f"{prefix}._bn0", 1, block.size, True,
+                y,
+                f"{prefix}._expand_conv",
+                f"{prefix}._bn0",
+                1,
+                block.size,
+                True,
                 channels=(block.inp, mid),
             )
         y = self.conv_bn(
-            y, f"{prefix}._depthwise_conv", f"{prefix}._bn1", block.stride, block.size, True,
-            groups=mid, channels=(mid, mid),
+            y,
+            f"{prefix}._depthwise_conv",
+            f"{prefix}._bn1",
+            block.stride,
+            block.size,
+            True,
+            groups=mid,
+            channels=(mid, mid),
         )
         if self.state[f"{prefix}._depthwise_conv.weight"].shape[2] != block.kernel:
             raise self._mismatch(f"{prefix} is not a {block.kernel}x{block.kernel} block")
         y = self.conv_bn(
-            y, f"{prefix}._project_conv", f"{prefix}._bn2", 1, math.ceil(block.size / block.stride),
-            False, channels=(mid, block.out),
+            y,
+            f"{prefix}._project_conv",
+            f"{prefix}._bn2",
+            1,
+            math.ceil(block.size / block.stride),
+            False,
+            channels=(mid, block.out),
         )
         return self.node("Add", [y, x]) if block.residual else y
 
@@ -260,8 +282,9 @@ class _Builder:
         self.nodes[-1].output[0] = output
         extra = sorted(set(self.state) - self.used - {"_fc.weight", "_fc.bias"})
         if extra:
-            raise self._mismatch(f"unexpected {extra[0]}" + (
-                f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
+            raise self._mismatch(
+                f"unexpected {extra[0]}" + (f" and {len(extra) - 1} more" if len(extra) > 1 else "")
+            )
 
 
 def _scaling(name: str) -> tuple[float, float, int]:
