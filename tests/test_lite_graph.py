@@ -114,7 +114,9 @@ def _torch_export(name: str, pool: str) -> TorchFeatureModel:
         network = el.build_network(name, weights)
         return onnx_backend.pooled_features(network, pool, "extract_features")
 
-    return TorchFeatureModel(info, factory, ours.preprocess, ModelOptions(pool=pool, backend="onnx"))
+    return TorchFeatureModel(
+        info, factory, ours.preprocess, ModelOptions(pool=pool, backend="onnx")
+    )
 
 
 @pytest.fixture(scope="module")
