@@ -10,10 +10,12 @@ import pickle
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import Result
 
 from lookalike.errors import ModelError
 from lookalike.images import load_image
@@ -201,3 +203,35 @@ def test_torch_backend_without_torch_names_the_extra(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(torch_extra, "torch_available", lambda: False)
     with pytest.raises(ModelError, match=r"needs PyTorch: pip install 'lookalike\[torch\]'"):
         create_embedder("efficientnet-lite0", ModelOptions(backend="torch"))
+    # The default backend does not need it.
+    assert create_embedder("efficientnet-lite0").backend == "onnx"
+
+
+def test_fit_without_torch_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    monkeypatch.setattr(torch_extra, "torch_available", lambda: False)
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    result = cli("fit", tmp_path / "data", "--out", tmp_path / "a.npz")
+    assert result.exit_code == 1
+    assert "lookalike fit --kind mlp needs PyTorch: pip install 'lookalike[torch]'" in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert not (tmp_path / "a.npz").exists()
+
+
+@pytest.mark.slow
+def test_int8_model_builds_where_torch_cannot_be_imported(tmp_path: Path) -> None:
+    """Fresh cache, torch made unimportable: float graph, calibration, quantisation and the
+    int8-vs-float check all run without it."""
+    code = (
+        "import sys; sys.modules['torch'] = None;"  # import torch now fails, find_spec is None
+        "import lookalike.models as m;"
+        "e = m.create_embedder('efficientnet-lite0-int8');"
+        "print(e.backend, e.onnx_path().name)"
+    )
+    env = {**os.environ, "LOOKALIKE_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.split()[0] == "onnx"
+    assert (tmp_path / "cache" / "onnx" / out.stdout.split()[1]).is_file()
