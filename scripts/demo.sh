@@ -3,5 +3,5 @@
 # search them and write a contact sheet (all offline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-venv.sh
+bash scripts/setup-venv.sh light  # no PyTorch: the default model needs none
 exec .venv/bin/python scripts/demo.py "$@"

@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
 # Creates (or completes) the virtual environment .venv at the repo root.
+#   setup-venv.sh light   what the demo needs: lookalike + the sample photos' packages, no torch
+#   setup-venv.sh full    (default) everything, with PyTorch and the test tools
+# One .venv for both: a light venv is completed by `full`; a full one already has all `light` needs.
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE=${1:-full}
+case "$MODE" in
+  light|full) ;;
+  *) echo "usage: setup-venv.sh [light|full]" >&2; exit 2 ;;
+esac
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "creating .venv" >&2
   "$PY" -m venv .venv
 fi
 pip() { .venv/bin/python -m pip "$@"; }
+if [ "$MODE" = light ]; then
+  # The demo's photos ship inside scikit-image and scikit-learn (the int8 extra).
+  if ! .venv/bin/python -c "import lookalike, skimage, sklearn" 2>/dev/null; then
+    pip install -q -e ".[int8]"
+  fi
+  exit 0
+fi
 # torch + torchvision first, as a matching pair: a bare `torch` requirement would
 # pull whatever is newest, and torchvision must match torch exactly.
 if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
   pip install -q "torch==${LOOKALIKE_TORCH:-2.14.1}" "torchvision==${LOOKALIKE_TORCHVISION:-0.29.1}"
 fi
-if ! .venv/bin/python -c "import lookalike, pytest, fastapi, timm" 2>/dev/null; then
+if ! .venv/bin/python -c "import lookalike, pytest, fastapi, timm, efficientnet_lite_pytorch" 2>/dev/null; then
   pip install -q -e ".[all,dev]"
 fi
 # foolbox only for its 20 labelled ImageNet photos (test data); its own deps aren't needed.

@@ -44,6 +44,7 @@ import numpy.typing as npt
 from lookalike.adapters import KINDS, Adapter, AdapterError
 from lookalike.errors import ModelMismatchError
 from lookalike.models import DEFAULT_MODEL, Embedder, ModelOptions
+from lookalike.models.torch_extra import require_torch
 from lookalike.vectors import FloatArray, l2_normalize
 
 if TYPE_CHECKING:
@@ -156,6 +157,8 @@ def fit_folder(
     """Embed ``dataset`` (class/image folders), learn an adapter, write it to ``out``."""
     options = options or FitOptions()
     options.check()
+    if options.kind in SUPERVISED:  # say so before minutes of embedding, not after
+        require_torch(f"lookalike fit --kind {options.kind}")
     started = time.perf_counter()
     mirror = options.mirror and options.kind in SUPERVISED  # pca learns from the vectors only
     data = embed_folder(dataset, model, model_options, batch_size, progress, mirror)
@@ -425,7 +428,7 @@ def train_projection(
     """Train the projection (linear or mlp); see the module doc. ``views``: other vectors
     of the same images, row for row, drawn from at random in training. With several
     ``members``, each is trained on its own (own seed) and the result computes them all."""
-    import torch
+    torch = require_torch(f"training a {options.kind} adapter")
 
     mean = x.mean(axis=0)
     std = x.std(axis=0)

