@@ -7,11 +7,11 @@ bash scripts/setup-venv.sh full
 bash scripts/install-browser.sh || echo "warning: could not install chromium; the browser test will be skipped" >&2
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
-# Isolated user state: tests must never touch the user's real collection or cache.
-export LOOKALIKE_DB="${TMPDIR:-/tmp}/lookalike-test-db-$$"
-.venv/bin/python -m pytest -q "$@"
 # A fresh `pip install .` (no extras) in a temp dir: size, index + search offline, no torch.
 # Needs the package registry; LOOKALIKE_SKIP_LIGHT_CHECK=1 skips it (e.g. while iterating).
 if [ -z "${LOOKALIKE_SKIP_LIGHT_CHECK:-}" ]; then
   bash scripts/check-light-install.sh
 fi
+# Isolated user state: tests must never touch the user's real collection or cache.
+export LOOKALIKE_DB="${TMPDIR:-/tmp}/lookalike-test-db-$$"
+.venv/bin/python -m pytest -q "$@"
