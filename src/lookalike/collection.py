@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,6 +21,7 @@ from lookalike.index.base import MISSING_ID, SearchHits
 from lookalike.index.manager import IndexManager
 from lookalike.indexer import IndexReport, ProgressFn, index_paths
 from lookalike.models import DEFAULT_MODEL, Embedder, ModelOptions, create_embedder
+from lookalike.models.preprocess import KNOWN_RECIPES
 from lookalike.paths import default_db
 from lookalike.results import METRICS, DuplicateGroup, Hit, QueryResult
 from lookalike.store import ImageRecord, Store
@@ -109,6 +111,9 @@ class Collection:
             adapter_path = Path(manifest["adapter"]["path"])
         if model_options is None:
             model_options = _stored_options(manifest)
+        elif model_options.recipe is None:
+            # The collection keeps the preprocessing recipe its vectors were made with.
+            model_options = replace(model_options, recipe=_stored_options(manifest).recipe)
         store = Store(root, manifest)
         stored_index = manifest.get("index", {})
         if index_settings and {**stored_index, **index_settings} != stored_index:
@@ -351,11 +356,15 @@ def _stored_options(manifest: dict[str, Any]) -> ModelOptions:
     Pooling is part of the model's identity, so reopening a "gem" collection with the
     default options ("avg") would refuse every search; the manifest says which it was.
     """
-    pool = manifest["model"].get("preprocessing", {}).get("pool")
+    preprocessing = manifest["model"].get("preprocessing", {})
+    pool = preprocessing.get("pool")
+    recipe = preprocessing.get("recipe")
     weights = manifest.get("weights_file")
     return ModelOptions(
         pool=pool if isinstance(pool, str) else "avg",
         weights=Path(weights) if isinstance(weights, str) else None,
+        # Only recipes this version reproduces; any other is refused by the identity check.
+        recipe=recipe if recipe in KNOWN_RECIPES else None,
     )
 
 
