@@ -1,9 +1,14 @@
 """The retrieval-quality table: each model available here on Fashion-MNIST test and on the
-near-duplicate set, with raw-pixels as the baseline row.
+near-duplicate set, with raw-pixels and the reports' plain pipeline (reports_pipeline.py,
+computed in the same run on the same files) as baseline rows.
 
 Usage:
     python benchmarks/quality.py [--models a,b] [--datasets fashion-mnist,near-duplicates]
-                                 [--work DIR] [-k 10] [--markdown]
+                                 [--work DIR] [-k 10] [--markdown] [--per-class N]
+                                 [--no-reports]
+
+- fashion-mnist-val: the first 200 per class of Fashion-MNIST *train*, the validation split
+  on which settings are chosen (never the reported figures).
 
 - fashion-mnist: leave-one-out over the 10,000 test images (Debian's dataset-fashion-mnist);
   precision@k, mAP@k, recall@k, k-NN accuracy.
@@ -30,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import reports_pipeline
 from datasets import write_fashion_mnist
 from lookalike.evaluation.metrics import recall_at_k
 from lookalike.evaluation.runner import EvalResult, evaluate
@@ -38,7 +44,10 @@ from lookalike.paths import cache_dir
 from near_duplicates import build as build_near_duplicates
 
 DATASETS = ("fashion-mnist", "near-duplicates")
+# Validation split for choosing settings (never the reported figures): Fashion-MNIST train.
+VALIDATION = ("fashion-mnist-val",)
 BASELINE = "raw-pixels"
+REPORTS = reports_pipeline.NAME  # the reports' plain script, computed in the same run
 
 
 def available_models() -> list[str]:
@@ -47,18 +56,25 @@ def available_models() -> list[str]:
     return sorted(names, key=lambda n: (n != BASELINE, n))
 
 
-def prepare(dataset: str, work: Path) -> tuple[Path, Path | None]:
-    """(gallery folder, query folder or None for leave-one-out), written if missing."""
-    if dataset == "fashion-mnist":
-        folder = work / "fashion-mnist-test"
-        write_fashion_mnist(folder, split="test")
+def prepare(dataset: str, work: Path, per_class: int | None = None) -> tuple[Path, Path | None]:
+    """(gallery folder, query folder or None for leave-one-out), written if missing.
+
+    ``per_class``: Fashion-MNIST keeps the first N images of each class (N=200: 2,000).
+    """
+    if dataset in ("fashion-mnist", "fashion-mnist-val"):
+        split = "test" if dataset == "fashion-mnist" else "train"
+        if dataset == "fashion-mnist-val" and per_class is None:
+            per_class = 200
+        suffix = "" if per_class is None else f"-{per_class}"
+        folder = work / f"fashion-mnist-{split}{suffix}"
+        write_fashion_mnist(folder, split=split, per_class=per_class)
         return folder, None
     if dataset == "near-duplicates":
         folder = work / "near-duplicates"
         if not (folder / "manifest.json").exists():
             build_near_duplicates(folder)
         return folder / "gallery", folder / "queries"
-    raise SystemExit(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    raise SystemExit(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS + VALIDATION)}")
 
 
 def recall_at_1(result: EvalResult) -> np.ndarray:
@@ -86,7 +102,7 @@ def row(dataset: str, result: EvalResult, seconds: float) -> dict[str, Any]:
     }
     if result.embedded:
         out["images_per_second"] = round(result.embedded / max(result.embed_seconds, 1e-9), 1)
-    if dataset == "near-duplicates":
+    if dataset.startswith("near-duplicates"):
         # One original per query: recall@1 = "the original is the nearest neighbour".
         out["recall_at_1"] = round(float(np.nanmean(recall_at_1(result))), 6)
         # Query files are named after their alteration (crop.png, jpeg20.jpg, ...).
@@ -94,6 +110,23 @@ def row(dataset: str, result: EvalResult, seconds: float) -> dict[str, Any]:
         alterations = [Path(p).stem for p in result.query_paths]
         out["recall_at_1_by_alteration"] = {
             name: round(float(np.nanmean(per_query[[a == name for a in alterations]])), 4)
+            for name in dict.fromkeys(alterations)
+        }
+    return out
+
+
+def reports_row(dataset: str, gallery: Path, queries: Path | None, k: int) -> dict[str, Any]:
+    """The reports' pipeline on the same files, scored by the same metrics."""
+    started = time.perf_counter()
+    out = reports_pipeline.evaluate(gallery, queries, k)
+    paths, top1 = out.pop("query_paths"), np.asarray(out.pop("top1_correct"), dtype=float)
+    out = {"dataset": dataset, **out, "seconds": round(time.perf_counter() - started, 2)}
+    out["images_per_second"] = round(out["embedded"] / max(out["embed_seconds"], 1e-9), 1)
+    if dataset.startswith("near-duplicates"):
+        out["recall_at_1"] = round(float(top1.mean()), 6)
+        alterations = [Path(p).stem for p in paths]
+        out["recall_at_1_by_alteration"] = {
+            name: round(float(top1[[a == name for a in alterations]].mean()), 4)
             for name in dict.fromkeys(alterations)
         }
     return out
@@ -110,8 +143,8 @@ def markdown(rows: list[dict[str, Any]], k: int) -> str:
     ]
     models = list(dict.fromkeys(r["model"] for r in rows))
     for model in models:
-        fm = next((r for r in rows if r["model"] == model and r["dataset"] == DATASETS[0]), {})
-        nd = next((r for r in rows if r["model"] == model and r["dataset"] == DATASETS[1]), {})
+        fm = next((r for r in rows if r["model"] == model and "fashion" in r["dataset"]), {})
+        nd = next((r for r in rows if r["model"] == model and "near" in r["dataset"]), {})
         lines.append(
             f"| {model} | {f(fm.get('precision_at_k'))} | {f(fm.get('map_at_k'))} | "
             f"{f(fm.get('recall_at_k'))} | {f(fm.get('knn_accuracy'))} | "
@@ -127,13 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument(
+        "--per-class", type=int, default=None, help="Fashion-MNIST: first N of each class"
+    )
+    parser.add_argument("--no-reports", action="store_true", help="skip the reports' pipeline row")
     args = parser.parse_args(argv)
 
     models = args.models.split(",") if args.models else available_models()
     work = args.work or cache_dir() / "benchmark-data"
     rows = []
     for dataset in args.datasets.split(","):
-        gallery, queries = prepare(dataset, work)
+        gallery, queries = prepare(dataset, work, args.per_class)
+        if not args.no_reports:
+            rows.append(reports_row(dataset, gallery, queries, args.k))
+            print(json.dumps(rows[-1]), flush=True)
         for model in models:
             started = time.perf_counter()
             result = evaluate(gallery, model, k=args.k, queries_dir=queries)

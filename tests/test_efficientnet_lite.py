@@ -92,19 +92,29 @@ def test_model_info_describes_the_vectors(lite0: TorchFeatureModel) -> None:
     assert lite0.info.dim == 1280 and lite0.info.input_size == 224
     assert lite0.info.preprocessing == {**Preprocess.tf_efficientnet(224).to_dict(), "pool": "avg"}
     json.dumps(lite0.info.identity())  # stored in the collection manifest
-    assert lite0.draft_size == 256  # 224 / (224 / 256)
+    assert lite0.draft_size == 224  # the whole image: no pixel is cropped away
 
 
 # --- preprocessing -------------------------------------------------------------------------
 
 
-def test_tf_crop_geometry() -> None:
+def test_whole_image_is_the_default_geometry() -> None:
     pre = Preprocess.tf_efficientnet(224)
+    assert pre.recipe == RECIPE == 3 and pre.crop_fraction == 1.0
+    assert pre.crop_box(640, 480) == (0, 0, 640, 480)  # every pixel, squashed to 224x224
+    assert pre.draft_size == 224
+    mild = Preprocess(size=224, crop_fraction=0.9)  # 0.9 of each side, not a square
+    assert mild.crop_box(640, 480) == (32, 24, 608, 456)
+
+
+def test_recipe_2_crop_geometry() -> None:
+    """Older collections keep TF's eval crop: a centred square of 224/256 of the short side."""
+    pre = Preprocess.tf_efficientnet(224, recipe=2)
     assert pre.crop_fraction == pytest.approx(224 / 256)
     # side = int(0.875 * 480) = 420, offsets as TF: ((640 - 420) + 1) // 2 = 110, (61 // 2) = 30
     assert pre.crop_box(640, 480) == (110, 30, 530, 450)
     assert pre.crop_box(480, 640) == (30, 110, 450, 530)
-    assert Preprocess.tf_efficientnet(260).draft_size == 292
+    assert Preprocess.tf_efficientnet(260, recipe=2).draft_size == 292
 
 
 def test_tf_normalisation_values() -> None:
@@ -122,7 +132,11 @@ def test_tf_normalisation_values() -> None:
 def test_preprocess_matches_reference_pipeline() -> None:
     """Crop-then-resize-then-normalise written out by hand, timm-style statistics."""
     image = load_image(imagenet_photos()[10][0])  # 1024x683
-    pre = Preprocess(size=160, crop_fraction=0.9, resample="bilinear")
+    whole = Preprocess(size=160, resample="bilinear")
+    squashed = np.asarray(image.resize((160, 160), Image.Resampling.BILINEAR), np.float32)
+    want = ((squashed / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    np.testing.assert_allclose(whole(image), want, atol=1e-5)
+    pre = Preprocess(size=160, crop_fraction=0.9, resample="bilinear", recipe=2)
     side = int(0.9 * 683)
     left, top = (1024 - side + 1) // 2, (683 - side + 1) // 2
     crop = image.crop((left, top, left + side, top + side))
@@ -162,6 +176,37 @@ def test_a_collection_from_an_older_recipe_refuses_new_vectors(
     (db / "manifest.json").write_text(json.dumps(manifest))
     with Collection.open(db) as col, pytest.raises(ModelMismatchError, match="preprocessing"):
         col.index([photos["coffee"]])
+
+
+def test_a_recipe_2_collection_keeps_its_recipe(tmp_path: Path, photos: dict[str, Path]) -> None:
+    """A collection made with the centre crop (recipe 2) keeps opening, indexing and
+    searching with it; its new vectors are recipe-2 vectors, never whole-image ones."""
+    from lookalike.collection import Collection
+
+    db = tmp_path / "db"
+    old = ModelOptions(recipe=2, backend="onnx")
+    with Collection.open(db, create=True, model_options=old) as col:
+        col.index([photos["astronaut"]])
+    manifest = json.loads((db / "manifest.json").read_text())
+    assert manifest["model"]["preprocessing"]["recipe"] == 2
+    assert manifest["model"]["preprocessing"]["crop_fraction"] == pytest.approx(224 / 256)
+    # Reopened as the CLI does: no recipe given, so the collection's own is used.
+    for options in (None, ModelOptions(backend="onnx")):
+        with Collection.open(db, model_options=options) as col:
+            col.index([photos["coffee"]])
+            assert col.embedder.info.preprocessing["recipe"] == 2
+            hits = col.search([photos["coffee"]], k=1)[0].results
+            assert [Path(h.path).name for h in hits] == ["astronaut.jpg"]
+    with Collection.open(db) as col:
+        ids = [r.id for r in col.records() if Path(r.path).name == "coffee.jpg"]
+        stored = col.store.vectors_for(ids)[0]
+    image = load_image(photos["coffee"])
+    crop = create_embedder("efficientnet-lite0", old).embed_images([image])[0]
+    whole = create_embedder("efficientnet-lite0", ModelOptions(backend="onnx"))
+    whole_vector = whole.embed_images([image])[0]
+    assert float(stored @ crop) > 0.999
+    assert float(stored @ whole_vector) < 0.99  # the two recipes give different vectors
+    assert whole.info.preprocessing["recipe"] == RECIPE == 3
 
 
 # --- the pretrained networks on real photos --------------------------------------------------

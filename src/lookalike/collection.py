@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,6 +28,7 @@ from lookalike.index.manager import IndexManager
 from lookalike.indexer import IndexReport, ProgressFn, index_paths
 from lookalike.keeper import suggest_keep
 from lookalike.models import DEFAULT_MODEL, Embedder, ModelOptions, create_embedder
+from lookalike.models.preprocess import KNOWN_RECIPES
 from lookalike.paths import default_db
 from lookalike.results import (
     METRICS,
@@ -126,6 +128,9 @@ class Collection:
             adapter_path = Path(manifest["adapter"]["path"])
         if model_options is None:
             model_options = _stored_options(manifest)
+        elif model_options.recipe is None:
+            # The collection keeps the preprocessing recipe its vectors were made with.
+            model_options = replace(model_options, recipe=_stored_options(manifest).recipe)
         store = Store(root, manifest)
         try:
             if not create:  # `index` (create) repairs a short vector file instead
@@ -481,11 +486,15 @@ def _stored_options(manifest: dict[str, Any]) -> ModelOptions:
     Pooling is part of the model's identity, so reopening a "gem" collection with the
     default options ("avg") would refuse every search; the manifest says which it was.
     """
-    pool = manifest["model"].get("preprocessing", {}).get("pool")
+    preprocessing = manifest["model"].get("preprocessing", {})
+    pool = preprocessing.get("pool")
+    recipe = preprocessing.get("recipe")
     weights = manifest.get("weights_file")
     return ModelOptions(
         pool=pool if isinstance(pool, str) else "avg",
         weights=Path(weights) if isinstance(weights, str) else None,
+        # Only recipes this version reproduces; any other is refused by the identity check.
+        recipe=recipe if recipe in KNOWN_RECIPES else None,
     )
 
 

@@ -33,6 +33,7 @@ from lookalike.evaluation.metrics import (
     top_confusions,
 )
 from lookalike.models import ModelOptions
+from lookalike.models.preprocess import RECIPE
 from lookalike.vectors import FloatArray, cosine_to_euclidean
 
 if TYPE_CHECKING:
@@ -122,7 +123,14 @@ def cache_key(folder: Path, model: str, options: ModelOptions) -> str:
     """Names the cached collection of one folder embedded by one model setup."""
     weights = str(Path(options.weights).expanduser().absolute()) if options.weights else None
     blob = json.dumps(
-        {"folder": str(folder), "model": model, "weights": weights, "pool": options.pool},
+        {
+            "folder": str(folder),
+            "model": model,
+            "weights": weights,
+            "pool": options.pool,
+            # A new preprocessing recipe must not reuse vectors cached under an older one.
+            "recipe": options.recipe or RECIPE,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]

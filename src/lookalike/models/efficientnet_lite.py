@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from lookalike.errors import ModelError, WeightsNotFoundError
 from lookalike.models.base import ModelInfo
-from lookalike.models.preprocess import Preprocess
+from lookalike.models.preprocess import RECIPE, Preprocess
 from lookalike.models.registry import ModelEntry, ModelOptions, register
 
 if TYPE_CHECKING:
@@ -78,9 +78,10 @@ VARIANTS = {
 }
 
 
-def preprocess_for(name: str) -> Preprocess:
-    """The eval preprocessing of the TF checkpoints: crop size/(size+32), (x-127)/128."""
-    return Preprocess.tf_efficientnet(_variant(name).input_size)
+def preprocess_for(name: str, recipe: int | None = None) -> Preprocess:
+    """(x-127)/128 at the variant's size; the whole image (recipe 3, the default) or the
+    TF checkpoints' eval crop size/(size+32) (recipe 2, older collections)."""
+    return Preprocess.tf_efficientnet(_variant(name).input_size, recipe or RECIPE)
 
 
 def weights_available(name: str) -> bool:
@@ -146,7 +147,7 @@ def create(name: str, options: ModelOptions, int8: bool = False) -> LiteFeatureM
     check_options(options)
     variant = _variant(name)
     weights = weights_path(name, options)
-    preprocess = preprocess_for(name)
+    preprocess = preprocess_for(name, options.recipe)
     # Pooling changes the vectors as much as preprocessing does, so it is recorded
     # with it: a collection then refuses to mix "avg" and "gem" vectors.
     preprocessing = {**preprocess.to_dict(), "pool": options.pool}

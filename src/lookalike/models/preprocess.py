@@ -29,21 +29,27 @@ _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 
+WHOLE_IMAGE = 1.0  # crop_fraction that keeps every pixel (recipe >= 3)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Bumped whenever this code turns the same image into different pixels (2: crop, then
-# resize). It is part of every model's identity, so a collection made by an older recipe
-# refuses new vectors instead of silently mixing the two.
-RECIPE = 2
+# Bumped whenever this code turns the same image into different pixels. It is part of
+# every model's identity, so vectors of two recipes never mix in one collection.
+#   2: centre-crop a square of crop_fraction * short side, resize it (ImageNet eval).
+#   3: crop crop_fraction of each side (1.0: the whole image), squash to the square. An
+#      eval crop cuts a third of a 4:3 photo's width; retrieval is about the whole image.
+RECIPE = 3
+# Older recipes this code still reproduces, so their collections keep indexing.
+KNOWN_RECIPES = (2, 3)
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Centre-crop a square, resize it to ``size`` x ``size``, normalise per channel.
+    """Crop, resize to ``size`` x ``size``, normalise per channel.
 
-    The square's side is ``crop_fraction * min(width, height)`` (TF/timm "crop_pct"), so
-    resizing the short side to ``size / crop_fraction`` and cropping ``size`` is the same
-    geometry. Values: ``(pixel * scale - mean) / std`` with pixels in 0..255, RGB order.
+    Recipe 3 (current): the centred box of ``crop_fraction`` of the width and of the height,
+    squashed to the square (1.0 keeps the whole image). Recipe 2 (older collections): a
+    centred square of side ``crop_fraction * min(width, height)`` (TF/timm "crop_pct").
+    Values: ``(pixel * scale - mean) / std`` with pixels in 0..255, RGB order.
     """
 
     size: int
@@ -55,9 +61,10 @@ class Preprocess:
     recipe: int = RECIPE
 
     def __post_init__(self) -> None:
-        if self.recipe != RECIPE:
+        if self.recipe not in KNOWN_RECIPES:
+            known = ", ".join(map(str, KNOWN_RECIPES))
             raise ModelError(
-                f"preprocessing recipe {self.recipe} is not this lookalike's ({RECIPE}); "
+                f"preprocessing recipe {self.recipe} is unknown to this lookalike ({known}); "
                 "re-index with this version into a new --db folder"
             )
         if self.size < 1:
@@ -79,15 +86,20 @@ class Preprocess:
         return mul, add
 
     @classmethod
-    def tf_efficientnet(cls, size: int) -> Preprocess:
-        """TF EfficientNet(-Lite) eval: crop size/(size+32), bicubic, (x - 127) / 128."""
+    def tf_efficientnet(cls, size: int, recipe: int = RECIPE) -> Preprocess:
+        """TF EfficientNet(-Lite) pixels, bicubic, (x - 127) / 128.
+
+        Recipe 2: the checkpoint's eval crop size/(size+32); recipe 3: the whole image
+        (chosen by measurement, see BENCHMARKS.md "Preprocessing for retrieval").
+        """
         return cls(
             size=size,
-            crop_fraction=size / (size + 32),
+            crop_fraction=size / (size + 32) if recipe == 2 else WHOLE_IMAGE,
             resample="bicubic",
             mean=(127.0, 127.0, 127.0),
             std=(128.0, 128.0, 128.0),
             scale=1.0,
+            recipe=recipe,
         )
 
     @property
@@ -96,17 +108,23 @@ class Preprocess:
         return math.ceil(self.size / self.crop_fraction - 1e-6)
 
     def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """The centred square (left, top, right, bottom), rounded as TF's eval code does."""
-        side = max(1, int(self.crop_fraction * min(width, height)))
-        left = (width - side + 1) // 2
-        top = (height - side + 1) // 2
-        return left, top, left + side, top + side
+        """The centred box (left, top, right, bottom), rounded as TF's eval code does."""
+        if self.recipe == 2:
+            cw = ch = max(1, int(self.crop_fraction * min(width, height)))
+        else:
+            cw = max(1, int(self.crop_fraction * width + 1e-6))
+            ch = max(1, int(self.crop_fraction * height + 1e-6))
+        left = (width - cw + 1) // 2
+        top = (height - ch + 1) // 2
+        return left, top, left + cw, top + ch
 
     def resize(self, image: Image.Image) -> Image.Image:
         """The cropped, resized RGB image (size x size)."""
         if image.mode != "RGB":
             image = image.convert("RGB")
         box = self.crop_box(image.width, image.height)
+        if box == (0, 0, image.width, image.height):  # the whole image: no copy
+            return image.resize((self.size, self.size), _RESAMPLE[self.resample])
         # Crop, then resize (as TF's eval code does). Pillow's resize(box=...) would skip
         # a copy but gives slightly different pixels (up to 18/255 measured).
         return image.crop(box).resize((self.size, self.size), _RESAMPLE[self.resample])

@@ -20,6 +20,9 @@ class ModelOptions:
     pool: str = "avg"  # global pooling of the last feature map: avg | gem
     backend: str = "auto"  # auto (ONNX Runtime, else torch) | onnx | torch
     threads: int | None = None  # inference threads; None = all cores
+    # Preprocessing recipe (preprocess.RECIPE); None = this version's. A collection
+    # records its recipe and reopens with it, so its vectors never mix two recipes.
+    recipe: int | None = None
 
 
 @dataclass(frozen=True)

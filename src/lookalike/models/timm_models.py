@@ -60,13 +60,14 @@ class TimmModel:
     # pre-logits pooling (token models).
     features: str = "map"
 
-    def preprocess(self, input_size: int | None = None) -> Preprocess:
+    def preprocess(self, input_size: int | None = None, recipe: int | None = None) -> Preprocess:
         return Preprocess(
             size=input_size or self.input_size,
             crop_fraction=min(self.crop_pct, 1.0),
             resample=self.interpolation if self.interpolation in _RESAMPLES else "bicubic",
             mean=self.mean,
             std=self.std,
+            **({} if recipe is None else {"recipe": recipe}),
         )
 
     def weights_spec(self) -> WeightsSpec:
@@ -144,7 +145,7 @@ def create(
             f"{spec.name} gives tokens, not a feature map: only --pool avg is available"
         )
     found = find_weights(spec.weights_spec(), options.weights)
-    preprocess = spec.preprocess(input_size)
+    preprocess = spec.preprocess(input_size, options.recipe)
     info = ModelInfo(
         name=spec.name,
         dim=spec.dim,

@@ -1,0 +1,65 @@
+"""End to end on real photos: the default model is at least the reports' plain pipeline.
+
+Both are computed here, on the same files: benchmarks/reports_pipeline.py (PyTorch eager,
+whole image at 224x224, sklearn cosine k-NN, written apart from lookalike's model code) and
+``lookalike eval`` with the default model and options.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from lookalike.evaluation.runner import evaluate
+from lookalike.models import DEFAULT_MODEL
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _hard_copies(image: Image.Image) -> dict[str, Image.Image]:
+    """Edits that move pixels near the border, where a centre crop loses them."""
+    w, h = image.size
+    grey = ImageOps.grayscale(image).convert("RGB")
+    return {
+        "corner-crop": image.crop((0, 0, int(w * 0.35), int(h * 0.35))),
+        "edge-strip": image.crop((0, 0, int(w * 0.2), h)),
+        "rotate60": image.rotate(60, expand=True, fillcolor=(255, 255, 255)),
+        "grey-crop": grey.crop((int(w * 0.6), int(h * 0.5), w, h)),
+        "border": ImageOps.expand(image, border=max(w, h) // 2, fill=(0, 0, 0)),
+        "thin": image.resize((w, max(1, h // 4))),
+    }
+
+
+@pytest.mark.slow
+def test_default_is_at_least_the_reports_pipeline(
+    tmp_path: Path, photo_arrays: dict[str, np.ndarray]
+) -> None:
+    gallery, queries = tmp_path / "gallery", tmp_path / "queries"
+    for name, array in photo_arrays.items():
+        (gallery / name).mkdir(parents=True)
+        (queries / name).mkdir(parents=True)
+        image = Image.fromarray(array)
+        image.save(gallery / name / f"{name}.jpg", quality=92)
+        for edit, copy in _hard_copies(image).items():
+            copy.save(queries / name / f"{edit}.jpg", quality=60)
+    k = 5
+    reports = _load("reports_pipeline").evaluate(gallery, queries, k)
+    ours = evaluate(gallery, DEFAULT_MODEL, k=k, queries_dir=queries, cache_root=tmp_path / "c")
+    ours_json = ours.to_json()
+    assert ours_json["queries"] == reports["queries"] == 6 * len(photo_arrays)
+    # mAP@k here is the mean reciprocal rank of the original (one per query).
+    assert ours_json["map_at_k"] >= reports["map_at_k"], (ours_json["map_at_k"], reports)
+    assert ours_json["precision_at_k"] >= reports["precision_at_k"]
