@@ -8,8 +8,8 @@ stored in the collection; no path from a request reaches the file system.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -98,15 +98,16 @@ def create_app(
         service.close()
         raise
 
-    # Decoding is CPU-bound and a big PNG costs ~3 bytes per pixel: a few at a time bounds
-    # memory however many uploads arrive together.
-    # Uploads are shrunk to what the model needs inside the slot, so only the slots hold
-    # full-size pixels; at most 4 (not one per core: 16 x 180 MB is not "flat").
-    decode_slots = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
+    # Uploads are decoded one at a time, on one thread, and shrunk to what the model needs
+    # before they leave it. One thread, not a semaphore over the request threads: glibc
+    # gives each thread its own malloc arena, and every arena keeps its peak (6 concurrent
+    # 7700x7700 PNGs measured 1.3 GB RSS that way, 0.53 GB with one decoding thread).
+    decode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookalike-upload")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        decode_pool.shutdown(wait=True)
         service.close()
 
     app = FastAPI(
@@ -146,10 +147,11 @@ def create_app(
     ) -> Any:
         """The k indexed images most like an uploaded image (multipart field `file`)."""
         name = _display_name(file.filename)
-        with decode_slots:
-            data = read_limited(file.file, limits, name)
-            image = decode_upload(data, limits, min_side=service.draft_size, name=name)
-            del data
+        data = read_limited(file.file, limits, name)  # bytes: bounded by BodyLimit
+        image = decode_pool.submit(
+            decode_upload, data, limits, min_side=service.draft_size, name=name
+        ).result()
+        del data
         return [service.search_image(image, name, k, metric).to_json(with_id=True)]
 
     @app.get(
