@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from lookalike.errors import ImageReadError
+from lookalike.images import open_regular
+
 CHUNK = 1 << 20
 
 
+def bytes_digest(data: bytes) -> str:
+    """BLAKE2b-128 of ``data``, hex: the same digest as file_digest of a file holding it."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def file_digest(path: Path) -> str:
-    """BLAKE2b-128 of the file's bytes, hex."""
+    """BLAKE2b-128 of the file's bytes, hex. Only regular files are read (a FIFO or a
+    device would block or never end): anything else raises OSError."""
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
+    try:
+        fd, _ = open_regular(path)
+    except ImageReadError as exc:
+        raise OSError(_reason(str(exc), path)) from None
+    with os.fdopen(fd, "rb") as fh:
         while chunk := fh.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _reason(text: str, path: Path) -> str:
+    prefix = f"{path}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def digest_many(paths: Sequence[Path], workers: int = 2) -> Iterator[str | OSError]:

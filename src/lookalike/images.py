@@ -9,7 +9,9 @@ ImageReadError with a one-line reason.
 from __future__ import annotations
 
 import errno
+import io
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +24,10 @@ from lookalike.errors import ImageReadError
 # Pillow's default limit (~89 Mpx warns, 2x errors). We make the warning an error too:
 # a 200 Mpx "photo" is far more likely an attack or a mistake than something to embed.
 MAX_PIXELS = 120_000_000
+
+# Files larger than this are not read into memory (no photo is anywhere near; a huge file
+# named .jpg is a disk image or a mistake).
+MAX_FILE_BYTES = 1 << 30
 
 _heif_registered: bool | None = None
 
@@ -64,8 +70,65 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | os.PathLike[str], min_side: int | None = None) -> Image.Image:
-    """Open ``path`` as an RGB image.
+def not_regular(mode: int) -> str | None:
+    """Why a file of this st_mode is not read (None: a regular file). Reading a FIFO blocks
+    forever and a device such as /dev/zero never ends, so only regular files are read."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "not a regular file (a named pipe, FIFO)"
+    if stat.S_ISCHR(mode):
+        return "not a regular file (a character device)"
+    if stat.S_ISBLK(mode):
+        return "not a regular file (a block device)"
+    if stat.S_ISSOCK(mode):
+        return "not a regular file (a socket)"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    return "not a regular file"
+
+
+def open_regular(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+    """An fd open on ``path`` for reading and its fstat, refused unless a regular file.
+
+    O_NONBLOCK so that opening a FIFO (swapped in after a scan, or given directly) returns at
+    once instead of waiting for a writer; the fstat then says what was opened.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        reason = not_regular(st.st_mode)
+        if reason:
+            raise ImageReadError(f"{path}: {reason}")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return fd, st
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_file(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result]:
+    """The bytes of a regular file, with the fstat of the very file they came from (so a
+    hash of these bytes and the image decoded from them always belong together)."""
+    fd, st = open_regular(path)
+    with os.fdopen(fd, "rb") as fh:
+        if st.st_size == 0:
+            raise ImageReadError(f"{path}: empty file (0 bytes)")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageReadError(
+                f"{path}: {st.st_size:,} bytes is over the limit of {MAX_FILE_BYTES:,} for an image"
+            )
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if not data:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    return data, st
+
+
+def load_image(
+    path: str | os.PathLike[str], min_side: int | None = None, data: bytes | None = None
+) -> Image.Image:
+    """Open ``path`` as an RGB image (decoded from ``data``, its bytes, when given).
 
     ``min_side``: when given, JPEGs are decoded at a reduced scale (Pillow's draft mode)
     as long as both sides stay >= min_side, which is several times faster for photos.
@@ -74,11 +137,11 @@ def load_image(path: str | os.PathLike[str], min_side: int | None = None) -> Ima
     register_heif()
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise ImageReadError(f"{path}: empty file (0 bytes)")
+        if data is None:
+            data, _ = read_file(path)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 # Checked here too: catch_warnings is not thread-safe (decoder threads may
                 # restore each other's filters), so Pillow's warning can slip through.
                 limit = min(MAX_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_PIXELS)
@@ -140,6 +203,7 @@ class ScanResult:
     files: list[Path] = field(default_factory=list)  # candidate images (by content sniff)
     ignored: int = 0  # files that are plainly not images (.txt, .json...), counted quietly
     errors: list[tuple[Path, str]] = field(default_factory=list)  # unreadable dirs, loops...
+    missing: list[Path] = field(default_factory=list)  # given paths that do not exist
 
 
 # Magic numbers of the formats Pillow (and pillow-heif) open; a cheap content sniff that
@@ -193,9 +257,10 @@ def sniff(path: Path) -> bool | None:
     """True: looks like an image; False: plainly not one (ignore quietly); None: unreadable,
     or named like an image but empty or not recognised (the decoder reports why)."""
     try:
-        with open(path, "rb") as fh:
+        fd, _ = open_regular(path)
+        with os.fdopen(fd, "rb") as fh:
             head = fh.read(32)
-    except OSError:
+    except (OSError, ImageReadError):
         return None
     if head and looks_like_image(head):
         return True
@@ -233,11 +298,22 @@ def iter_files(root: Path, errors: list[tuple[Path, str]]) -> Iterator[Path]:
                     subdirs.append(path)
                 elif entry.is_file(follow_symlinks=True):
                     yield path
-                elif entry.is_symlink():
-                    errors.append((path, "broken or looping symlink"))
+                else:
+                    errors.append((path, _why_not_read(path, entry.is_symlink())))
             except OSError as exc:
                 errors.append((path, f"cannot stat ({exc.strerror or exc})"))
         stack.extend(reversed(subdirs))
+
+
+def _why_not_read(path: Path, is_symlink: bool) -> str:
+    """The reason a folder entry that is neither a folder nor a regular file is skipped."""
+    try:
+        mode = path.stat().st_mode  # follows a symlink: say what it points at
+    except OSError as exc:
+        if is_symlink:
+            return "broken or looping symlink"
+        return f"cannot stat ({exc.strerror or exc})"
+    return not_regular(mode) or "not a regular file"
 
 
 def absolute(path: str | os.PathLike[str]) -> Path:
@@ -254,7 +330,20 @@ def scan(paths: Iterable[str | os.PathLike[str]]) -> ScanResult:
         root = absolute(raw)
         if not root.exists() and not root.is_symlink():
             result.errors.append((root, "no such file or folder"))
+            result.missing.append(root)
             continue
+        if not root.is_dir():
+            try:
+                reason = not_regular(root.stat().st_mode)
+            except OSError as exc:
+                reason = (
+                    "broken or looping symlink"
+                    if root.is_symlink()
+                    else f"cannot stat ({exc.strerror or exc})"
+                )
+            if reason:
+                result.errors.append((root, reason))
+                continue
         candidates = iter_files(root, result.errors) if root.is_dir() else iter([root])
         for path in candidates:
             if path in seen:

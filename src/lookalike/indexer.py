@@ -50,6 +50,7 @@ class IndexReport:
     ignored: int = 0  # non-image files seen and left alone
     repaired: int = 0  # images re-embedded because their rows were cut off vectors.f32
     skipped: list[Skip] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # PATHs given that do not exist
     index: dict[str, Any] = field(default_factory=dict)  # what the search index did
 
     def to_json(self) -> dict[str, Any]:
@@ -94,6 +95,7 @@ def index_paths(
     found = scan(paths)
     report.ignored = found.ignored
     report.skipped.extend(Skip(str(p), r) for p, r in found.errors)
+    report.missing = [str(p) for p in found.missing]
 
     # Everything stored under the roots that exist; roots that vanished (an unmounted
     # drive, a typo) are reported above and their images are kept.
@@ -260,9 +262,13 @@ def _embed_and_commit(
             failed.append((str(cand.path), cand.size, cand.mtime_ns, text))
         if failed:
             store.apply_changes(skips=failed)
-        for index, size in zip(batch.indices, batch.sizes, strict=True):
-            pending_images.append(_new_image(cands[index], size))
-            pending_cands.append(cands[index])
+        for index, size, read in zip(batch.indices, batch.sizes, batch.reads, strict=True):
+            cand = cands[index]
+            # Stored with the hash, size and mtime of the bytes actually embedded (the file
+            # may have been replaced since it was hashed above).
+            cand.digest, cand.size, cand.mtime_ns = read.digest, read.size, read.mtime_ns
+            pending_images.append(_new_image(cand, size))
+            pending_cands.append(cand)
         if batch.indices:
             pending_vectors.append(batch.vectors)
         done += len(batch.indices) + len(batch.failures)

@@ -23,13 +23,35 @@ from typing import Any
 import numpy as np
 
 from lookalike.errors import ImageReadError
-from lookalike.images import load_image
+from lookalike.hashing import bytes_digest
+from lookalike.images import load_image, read_file
 from lookalike.models.base import Embedder
 from lookalike.models.onnx_backend import available_cpus
 from lookalike.vectors import FloatArray
 
-# What a worker hands back: (model input, (width, height)) or the reason it failed.
-Prepared = tuple[Any, tuple[int, int]] | str
+
+@dataclass
+class _Ready:
+    """What a worker hands back for a file it decoded."""
+
+    model_input: Any
+    size: tuple[int, int]  # (width, height) of the image
+    read: FileRead
+
+
+# ...or, for a file it could not decode, the reason.
+Prepared = _Ready | str
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """The bytes that were embedded: their digest, and the size and mtime of the file they
+    were read from (fstat of the open file), so a file replaced while a run is under way
+    never gets the old content's hash beside the new content's vector."""
+
+    digest: str
+    size: int
+    mtime_ns: int
 
 
 @dataclass
@@ -40,16 +62,21 @@ class EmbeddedBatch:
     vectors: FloatArray
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) per row
     failures: list[tuple[int, str]] = field(default_factory=list)  # (index, reason)
+    reads: list[FileRead] = field(default_factory=list)  # per row: what was embedded
 
 
 def _prepare_one(embedder: Embedder, path: Path) -> Prepared:
     """Decode + preprocess one file; a string is the failure reason."""
     try:
-        image = load_image(path, min_side=embedder.draft_size)
+        # Read once: the digest and the decoded image come from the same bytes.
+        data, st = read_file(path)
+        read = FileRead(bytes_digest(data), st.st_size, st.st_mtime_ns)
+        image = load_image(path, min_side=embedder.draft_size, data=data)
+        del data
         # A JPEG decoded at reduced scale reports its reduced size; the true size is
         # image.info["original_size"] when images.load_image records it.
         size = image.info.get("original_size", image.size)
-        return embedder.prepare(image), (int(size[0]), int(size[1]))
+        return _Ready(embedder.prepare(image), (int(size[0]), int(size[1])), read)
     except ImageReadError as exc:
         return str(exc)
     except Exception as exc:  # a decoder bug must not stop a run over 100k files
@@ -103,8 +130,9 @@ def _next_batch(
         if isinstance(outcome, str):
             batch.failures.append((index, outcome))
         else:
-            prepared.append(outcome[0])
-            batch.sizes.append(outcome[1])
+            prepared.append(outcome.model_input)
+            batch.sizes.append(outcome.size)
+            batch.reads.append(outcome.read)
             batch.indices.append(index)
     if prepared:
         batch.vectors = embedder.embed_prepared(prepared)

@@ -84,8 +84,35 @@ class NewImage:
     height: int | None = None
 
 
+def _db_path(path: str) -> str | bytes:
+    """A path as SQLite stores it. Names that are not valid UTF-8 (old disks, network
+    shares) reach Python with surrogate escapes, which SQLite cannot take as TEXT: they are
+    stored as the file's real bytes (a BLOB), so the file is found again next run."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape")
+
+
+def _py_path(value: str | bytes) -> str:
+    """The inverse of _db_path."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+# GLOB does not match BLOBs (names stored as bytes): those are matched on a byte prefix.
+_BLOB_UNDER = "(typeof(path)='blob' AND substr(path, 1, ?) = ?)"
+
+
+def _blob_prefix(prefix: str) -> tuple[int, bytes]:
+    raw = prefix.encode("utf-8", "surrogateescape")
+    return len(raw), raw
+
+
 def _record(row: sqlite3.Row | tuple[Any, ...]) -> ImageRecord:
-    return ImageRecord(*row)
+    values = list(row)
+    values[1] = _py_path(values[1])
+    return ImageRecord(*values)
 
 
 _COLUMNS = "id, path, size, mtime_ns, hash, row, width, height"
@@ -368,7 +395,9 @@ class Store:
         return None if row is None else _record(row)
 
     def by_path(self, path: str) -> ImageRecord | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM images WHERE path=?", (path,)).fetchone()
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM images WHERE path=?", (_db_path(path),)
+        ).fetchone()
         return None if row is None else _record(row)
 
     def by_hash(self, digest: str) -> ImageRecord | None:
@@ -401,9 +430,11 @@ class Store:
         # GLOB is case-sensitive and uses the index-free scan; escape its wildcards.
         escaped = "".join(f"[{c}]" if c in "*?[" else c for c in prefix)
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM images WHERE path=? OR path GLOB ?", (root, escaped + "*")
+            f"SELECT {_COLUMNS} FROM images WHERE path=? OR path GLOB ? OR {_BLOB_UNDER}",
+            (_db_path(root), _db_path(escaped + "*"), *_blob_prefix(prefix)),
         ).fetchall()
-        return {r[1]: _record(r) for r in rows}
+        records = [_record(r) for r in rows]
+        return {r.path: r for r in records}
 
     def ids_and_paths(self, ids: Iterable[int]) -> dict[int, str]:
         ids = [int(i) for i in ids]
@@ -411,26 +442,26 @@ class Store:
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            out.update(
-                self._db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk)
-            )
+            rows = self._db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk)
+            out.update((int(i), _py_path(p)) for i, p in rows)
         return out
 
     def skipped(self) -> list[dict[str, str]]:
         rows = self._db.execute("SELECT path, reason FROM skipped ORDER BY path").fetchall()
-        return [{"path": p, "reason": r} for p, r in rows]
+        return [{"path": _py_path(p), "reason": r} for p, r in rows]
 
     def skipped_under(self, root: str) -> list[str]:
         prefix = root.rstrip(os.sep) + os.sep
         escaped = "".join(f"[{c}]" if c in "*?[" else c for c in prefix)
         rows = self._db.execute(
-            "SELECT path FROM skipped WHERE path=? OR path GLOB ?", (root, escaped + "*")
+            f"SELECT path FROM skipped WHERE path=? OR path GLOB ? OR {_BLOB_UNDER}",
+            (_db_path(root), _db_path(escaped + "*"), *_blob_prefix(prefix)),
         ).fetchall()
-        return [str(r[0]) for r in rows]
+        return [_py_path(r[0]) for r in rows]
 
     def skipped_entry(self, path: str) -> tuple[int, int, str] | None:
         row = self._db.execute(
-            "SELECT size, mtime_ns, reason FROM skipped WHERE path=?", (path,)
+            "SELECT size, mtime_ns, reason FROM skipped WHERE path=?", (_db_path(path),)
         ).fetchone()
         return None if row is None else (int(row[0]), int(row[1]), str(row[2]))
 
@@ -460,14 +491,15 @@ class Store:
         ids = []
         with self._transaction() as db:
             for i, im in enumerate(images):
-                db.execute("DELETE FROM skipped WHERE path=?", (im.path,))
+                path = _db_path(im.path)
+                db.execute("DELETE FROM skipped WHERE path=?", (path,))
                 # A changed file gets a new id, so search indexes see "old id gone, new id
                 # added" and never keep a stale vector under a live id.
-                db.execute("DELETE FROM images WHERE path=?", (im.path,))
+                db.execute("DELETE FROM images WHERE path=?", (path,))
                 cur = db.execute(
                     "INSERT INTO images (path, size, mtime_ns, hash, row, width, height,"
                     " added_at) VALUES (?,?,?,?,?,?,?,?)",
-                    (im.path, im.size, im.mtime_ns, im.hash, first + i, im.width, im.height, now),
+                    (path, im.size, im.mtime_ns, im.hash, first + i, im.width, im.height, now),
                 )
                 ids.append(int(cur.lastrowid or 0))
         return ids
@@ -489,7 +521,7 @@ class Store:
             db.executemany("DELETE FROM images WHERE id=?", [(i,) for i in removals])
             db.executemany(
                 "UPDATE images SET path=?, size=?, mtime_ns=? WHERE id=?",
-                [(p, s, m, i) for i, p, s, m in moves],
+                [(_db_path(p), s, m, i) for i, p, s, m in moves],
             )
             db.executemany(
                 "UPDATE images SET size=?, mtime_ns=? WHERE id=?",
@@ -497,9 +529,9 @@ class Store:
             )
             db.executemany(
                 "INSERT OR REPLACE INTO skipped (path, size, mtime_ns, reason) VALUES (?,?,?,?)",
-                skips,
+                [(_db_path(p), s, m, r) for p, s, m, r in skips],
             )
-            db.executemany("DELETE FROM skipped WHERE path=?", [(p,) for p in unskips])
+            db.executemany("DELETE FROM skipped WHERE path=?", [(_db_path(p),) for p in unskips])
 
     def set_value(self, key: str, value: str) -> None:
         with self._transaction() as db:

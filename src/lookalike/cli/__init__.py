@@ -83,4 +83,9 @@ for _module, _attr in _COMMANDS:
 
 
 def main() -> None:
+    # Text output names files whose names may not be valid UTF-8: write their real bytes
+    # (as ls does) rather than fail with UnicodeEncodeError.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="surrogateescape")
     cli(prog_name="lookalike")

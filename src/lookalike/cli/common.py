@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import click
 
+from lookalike.paths import printable
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -82,7 +84,7 @@ def build_model_options(weights: Path | None, pool: str | None) -> Any:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    click.echo(printable(json.dumps(data, indent=2, ensure_ascii=False)))
 
 
 def emit_json_array(items: Iterable[Any]) -> None:
@@ -90,7 +92,7 @@ def emit_json_array(items: Iterable[Any]) -> None:
     million images never holds the whole listing in memory."""
     opened = False
     for item in items:
-        body = json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        body = printable(json.dumps(item, indent=2, ensure_ascii=False)).replace("\n", "\n  ")
         click.echo(("[\n  " if not opened else ",\n  ") + body, nl=False)
         opened = True
     click.echo("\n]" if opened else "[]")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +16,9 @@ from lookalike.cli.common import (
     stderr_is_terminal,
 )
 from lookalike.index.budget import KINDS
+
+if TYPE_CHECKING:
+    from lookalike.indexer import IndexReport
 
 
 @click.command("index")
@@ -52,7 +57,8 @@ def index_command(
 ) -> None:
     """Embed the images under PATHS into the collection (only new or changed files).
 
-    Files that can't be read are skipped and listed; the run still succeeds.
+    Files that can't be read are skipped and listed; the run still succeeds. A PATH that
+    does not exist is reported and makes the run exit 1, after the others are indexed.
 
     \b
     Examples:
@@ -83,7 +89,16 @@ def index_command(
         )
     if as_json:
         emit_json(report.to_json())
-        return
+    else:
+        _print_report(report)
+    if report.missing:
+        # The other PATHs are indexed; a typo'd or unmounted one must not pass unnoticed.
+        for path in report.missing:
+            click.echo(f"error: {path}: no such file or folder", err=True)
+        sys.exit(1)
+
+
+def _print_report(report: IndexReport) -> None:
     click.echo(
         f"{report.added} added, {report.updated} updated, {report.moved} moved, "
         f"{report.removed} removed, {report.unchanged} unchanged; "

@@ -58,6 +58,29 @@ def allowed_formats() -> list[str]:
     return [f for f in ALLOWED_FORMATS if f in Image.OPEN]
 
 
+# Modes Image.reduce handles; a palette image is reduced after conversion by to_rgb instead.
+_REDUCIBLE = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "I", "F", "CMYK"})
+
+
+def shrink(image: Image.Image, min_side: int) -> Image.Image:
+    """``image`` reduced by a whole factor (box filter) keeping both sides >= min_side.
+
+    The model sees a few hundred pixels a side: a 7700x7700 PNG (Pillow cannot decode PNG at
+    reduced scale as it does JPEG) is brought down at once, so what waits for the model and
+    the RGB conversion work on a small image, not on 180 MB of pixels.
+    """
+    factor = min(image.size) // max(1, min_side)
+    if factor < 2:
+        return image
+    if image.mode not in _REDUCIBLE:
+        image = to_rgb(image)
+    exif = image.getexif() if hasattr(image, "getexif") else None
+    reduced = image.reduce(factor)
+    if exif:
+        reduced.info["exif"] = exif.tobytes()  # keep the orientation for exif_transpose
+    return reduced
+
+
 def decode_upload(
     data: bytes, limits: UploadLimits, min_side: int | None = None, name: str = "upload"
 ) -> Image.Image:
@@ -82,7 +105,8 @@ def decode_upload(
                 if min_side and im.format in ("JPEG", "MPO"):
                     draft(im, min_side)
                 im.load()
-                image = ImageOps.exif_transpose(im) or im
+                small = shrink(im, min_side) if min_side else im
+                image = ImageOps.exif_transpose(small) or small
                 rgb = to_rgb(image)
                 return rgb.copy() if rgb is im else rgb
     except UploadError:
