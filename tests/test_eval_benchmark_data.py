@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+from conftest import load_benchmark
 
-
-def _load(name: str) -> ModuleType:
-    """A benchmarks/ script as a module (by path: `datasets` is also a PyPI package name)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-datasets = _load("datasets")
-near_duplicates = _load("near_duplicates")
+datasets = load_benchmark("datasets")
+near_duplicates = load_benchmark("near_duplicates")
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

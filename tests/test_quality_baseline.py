@@ -7,26 +7,15 @@ whole image at 224x224, sklearn cosine k-NN, written apart from lookalike's mode
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from conftest import load_benchmark
 from lookalike.evaluation.runner import evaluate
 from lookalike.models import DEFAULT_MODEL
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _hard_copies(image: Image.Image) -> dict[str, Image.Image]:
@@ -56,7 +45,7 @@ def test_default_is_at_least_the_reports_pipeline(
         for edit, copy in _hard_copies(image).items():
             copy.save(queries / name / f"{edit}.jpg", quality=60)
     k = 5
-    reports = _load("reports_pipeline").evaluate(gallery, queries, k)
+    reports = load_benchmark("reports_pipeline").evaluate(gallery, queries, k)
     ours = evaluate(gallery, DEFAULT_MODEL, k=k, queries_dir=queries, cache_root=tmp_path / "c")
     ours_json = ours.to_json()
     assert ours_json["queries"] == reports["queries"] == 6 * len(photo_arrays)
