@@ -33,3 +33,7 @@ class IndexBuildError(LookalikeError):
 
 class DatasetError(LookalikeError):
     """A labelled dataset folder (class/image) is missing, empty or malformed."""
+
+
+class RerankError(LookalikeError):
+    """A re-ranking setting that cannot be used (unknown method, bad option)."""

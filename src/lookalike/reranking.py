@@ -1,0 +1,224 @@
+"""Re-ranking at search time: query expansion, database-side augmentation, k-reciprocal.
+
+Every method re-orders a shortlist: the ``shortlist`` nearest neighbours of each query
+(from a neighbour callback, i.e. the collection's index). Only the order changes; a hit's
+score stays the cosine similarity between the query and that image.
+
+- ``qe``: alpha-query expansion (Radenovic et al., "Fine-tuning CNN image retrieval with
+  no human annotation"): q' = normalise(q + sum over the top ``n`` of s_i^alpha x_i), and
+  the shortlist is ordered by q'.x.
+- ``dba``: database-side augmentation, restricted to the shortlist: each candidate is
+  replaced by normalise(sum over its own top ``n`` in the shortlist, itself included, of
+  s^alpha x) and ordered by q.x'. (The paper augments the whole database offline; here it
+  is local, so a collection needs no second vector file.)
+- ``dba+qe``: both; q' is expanded with the augmented candidates.
+- ``kr``: k-reciprocal re-ranking (Zhong et al., CVPR 2017) over {query} + shortlist:
+  Jaccard distance of the k-reciprocal neighbour encodings, blended with the original
+  distance by ``lam``.
+
+Pure functions over vectors; the only outside calls are the two callbacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from lookalike.errors import RerankError
+from lookalike.index.base import MISSING_ID, SearchHits
+from lookalike.vectors import FloatArray, IdArray
+
+Neighbours = Callable[[FloatArray, int], SearchHits]  # (queries, k) -> top-k, exact scores
+VectorsOf = Callable[[IdArray], FloatArray]  # sorted unique ids -> their vectors, in order
+
+METHODS = ("none", "qe", "dba", "dba+qe", "kr")
+
+
+@dataclass(frozen=True)
+class Rerank:
+    """One re-ranking setup. Defaults were chosen on validation splits (BENCHMARKS.md)."""
+
+    method: str = "qe"
+    shortlist: int = 50  # candidates re-ordered per query (>= k is used)
+    n: int = 5  # qe/dba: neighbours averaged in
+    alpha: float = 3.0  # qe/dba: weight = similarity ** alpha
+    k1: int = 20  # kr: reciprocal neighbourhood size
+    k2: int = 6  # kr: neighbours averaged into each encoding
+    lam: float = 0.3  # kr: weight of the original distance
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise RerankError(f"unknown re-ranking {self.method!r}; use one of: {', '.join(METHODS)}")
+        for name in ("shortlist", "n", "k1", "k2"):
+            if getattr(self, name) < 1:
+                raise RerankError(f"re-ranking {name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.lam <= 1.0:
+            raise RerankError(f"re-ranking lam must be within [0, 1], got {self.lam}")
+
+
+def parse_rerank(text: str | None) -> Rerank | None:
+    """"qe", "dba+qe:n=3,alpha=2", "kr:k1=10" or "none" -> a Rerank (None for none)."""
+    if text is None or text.strip() in ("", "none"):
+        return None
+    method, _, rest = text.strip().partition(":")
+    setup = Rerank(method=method)
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in ("shortlist", "n", "alpha", "k1", "k2", "lam"):
+            raise RerankError(
+                f"re-ranking option {item!r} not understood; use NAME=VALUE with NAME one of "
+                "shortlist, n, alpha, k1, k2, lam"
+            )
+        try:
+            number: float = float(value) if key in ("alpha", "lam") else int(value)
+        except ValueError:
+            raise RerankError(f"re-ranking option {key}: {value!r} is not a number") from None
+        setup = replace(setup, **{key: number})
+    return setup
+
+
+# ===== the search hook ====================================================================
+def rerank_search(
+    queries: FloatArray,
+    k: int,
+    neighbours: Neighbours,
+    vectors_of: VectorsOf,
+    setup: Rerank,
+    exclude_ids: IdArray | None = None,
+) -> SearchHits:
+    """Top-k of each query after re-ranking its shortlist; scores stay cosine(query, hit).
+
+    ``exclude_ids[i]``: an id left out of query i's shortlist (the query itself), so it
+    neither appears nor takes part in the expansion; -1 for none.
+    """
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    width = max(setup.shortlist, k)
+    raw = neighbours(q, width + (0 if exclude_ids is None else 1))
+    ids, scores = _drop_excluded(raw, exclude_ids, width)
+    if setup.method == "none":
+        return _top(ids, scores, scores, k)
+    vecs = _gather(ids, vectors_of, q.shape[1])
+    order_by = np.full(ids.shape, -np.inf, dtype=np.float32)
+    for i in range(len(q)):
+        valid = ids[i] != MISSING_ID
+        if valid.sum() > 1:
+            order_by[i, valid] = _rescore(q[i], vecs[i, valid], scores[i, valid], setup)
+        else:
+            order_by[i, valid] = scores[i, valid]
+    return _top(ids, scores, order_by, k)
+
+
+def _rescore(q: np.ndarray, x: np.ndarray, s: np.ndarray, setup: Rerank) -> np.ndarray:
+    """Higher-is-better values that order one query's candidates."""
+    if setup.method == "qe":
+        return np.asarray(x @ expand_query(q, x, s, setup.n, setup.alpha))
+    if setup.method == "dba":
+        return np.asarray(augment(x, setup.n, setup.alpha) @ q)
+    if setup.method == "dba+qe":
+        xa = augment(x, setup.n, setup.alpha)
+        return np.asarray(xa @ expand_query(q, xa, xa @ q, setup.n, setup.alpha))
+    return -k_reciprocal_distances(q, x, setup.k1, setup.k2, setup.lam)
+
+
+# ===== the methods, on one query's candidates =============================================
+def expand_query(q: np.ndarray, x: np.ndarray, s: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """alpha-QE: normalise(q + sum of the n most similar x_i weighted by max(s_i, 0)^alpha)."""
+    top = np.argsort(-s, kind="stable")[:n]
+    weights = np.maximum(s[top], 0.0) ** alpha
+    return _unit(q + weights @ x[top])
+
+
+def augment(x: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """DBA over a set: row j -> normalise(sum over its n most similar rows (itself
+    included) of max(s, 0)^alpha times that row)."""
+    sims = x @ x.T
+    n = min(n, len(x))
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :n]
+    weights = np.maximum(np.take_along_axis(sims, top, 1), 0.0) ** alpha
+    out = np.einsum("jn,jnd->jd", weights, x[top])
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def k_reciprocal_distances(
+    q: np.ndarray, x: np.ndarray, k1: int, k2: int, lam: float
+) -> np.ndarray:
+    """(m,) re-ranked distances of candidates x to q (Zhong et al. 2017, over {q} + x).
+
+    The paper's steps, as boolean matrices: R(i, k) = the points among i's k+1 nearest
+    that have i among their own k+1 nearest; R(i, k1) grows by each member's R(c, k1/2)
+    that shares more than 2/3 of itself with it; exp(-d) weights on that set, averaged over
+    the k2 nearest rows, give each point's encoding; the Jaccard distance of encodings is
+    blended with the original distance.
+    """
+    points = np.vstack([q[None, :], x]).astype(np.float64)
+    m = len(points)
+    dist = np.maximum(2.0 - 2.0 * (points @ points.T), 0.0)
+    dist = dist / np.maximum(dist.max(axis=1, keepdims=True), 1e-12)  # as the paper's code
+    rank = np.argsort(dist, axis=1, kind="stable")
+    near = _reciprocal(rank, min(k1, m - 1))
+    half = _reciprocal(rank, min(int(np.around(k1 / 2)), m - 1))
+    shared = near.astype(np.float64) @ half.T.astype(np.float64)  # |R(i,k1) & R(c,k1/2)|
+    grows = near & (shared > 2.0 / 3.0 * half.sum(axis=1)[None, :])
+    members = near | ((grows.astype(np.float64) @ half.astype(np.float64)) > 0)
+    enc = np.where(members, np.exp(-dist), 0.0)
+    enc /= enc.sum(axis=1, keepdims=True)
+    if k2 > 1:
+        enc = enc[rank[:, : min(k2, m)]].mean(axis=1)
+    overlap = np.minimum(enc[0][None, :], enc[1:]).sum(axis=1)
+    jaccard = 1.0 - overlap / np.maximum(2.0 - overlap, 1e-12)
+    return np.asarray(jaccard * (1.0 - lam) + dist[0, 1:] * lam)
+
+
+def _reciprocal(rank: np.ndarray, k: int) -> np.ndarray:
+    """(m, m) bool: [i, j] when each is among the other's k+1 nearest (itself included)."""
+    m = len(rank)
+    forward = np.zeros((m, m), dtype=bool)
+    np.put_along_axis(forward, rank[:, : k + 1], True, axis=1)
+    return forward & forward.T
+
+
+# ===== helpers ============================================================================
+def _unit(v: np.ndarray) -> np.ndarray:
+    return np.asarray(v / max(float(np.linalg.norm(v)), 1e-12))
+
+
+def _drop_excluded(
+    raw: SearchHits, exclude_ids: IdArray | None, width: int
+) -> tuple[IdArray, FloatArray]:
+    ids, scores = raw.ids.copy(), raw.scores.astype(np.float32, copy=True)
+    if exclude_ids is not None:
+        drop = ids == np.asarray(exclude_ids, dtype=np.int64)[:, None]
+        drop &= ids != MISSING_ID
+        scores[drop] = -np.inf
+        ids[drop] = MISSING_ID
+        # Stable: the excluded slot moves last, the others keep their order.
+        order = np.argsort(ids == MISSING_ID, axis=1, kind="stable")
+        ids, scores = np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
+    return ids[:, :width], scores[:, :width]
+
+
+def _gather(ids: IdArray, vectors_of: VectorsOf, dim: int) -> np.ndarray:
+    """(q, width, d) candidate vectors; zeros where the id is -1."""
+    out = np.zeros((*ids.shape, dim), dtype=np.float32)
+    valid = ids != MISSING_ID
+    if valid.any():
+        uniq, inverse = np.unique(ids[valid], return_inverse=True)
+        out[valid] = vectors_of(uniq)[inverse]
+    return out
+
+
+def _top(ids: IdArray, scores: FloatArray, order_by: np.ndarray, k: int) -> SearchHits:
+    """The k best ids by ``order_by`` (ties: shortlist order), carrying their cosine scores."""
+    hits = SearchHits.empty(ids.shape[0], k)
+    take = min(k, ids.shape[1])
+    if take == 0:
+        return hits
+    order = np.argsort(-order_by, axis=1, kind="stable")[:, :take]
+    top_ids = np.take_along_axis(ids, order, 1)
+    top_scores = np.take_along_axis(scores, order, 1)
+    top_scores[top_ids == MISSING_ID] = -np.inf
+    hits.ids[:, :take] = top_ids
+    hits.scores[:, :take] = top_scores
+    return hits
