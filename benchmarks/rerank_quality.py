@@ -31,7 +31,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import prepare
 from lookalike.evaluation.dataset import LabelledImages, read_dataset
 from lookalike.evaluation.metrics import average_precision_at_k, precision_at_k
 from lookalike.evaluation.runner import embed_labelled
@@ -39,6 +38,7 @@ from lookalike.index.base import SearchHits
 from lookalike.index.exact import topk_blockwise
 from lookalike.paths import cache_dir
 from lookalike.reranking import Rerank, parse_rerank, rerank_search
+from quality import prepare
 
 K = 10
 GRID = [
@@ -50,19 +50,23 @@ GRID = [
 ]
 
 
-def load(name: str, work: Path, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
-                                                      np.ndarray]:
+def load(
+    name: str, work: Path, model: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """(gallery vectors, gallery labels, query vectors or None for leave-one-out, query labels)."""
     dataset = "near-duplicates" if name.startswith("near-duplicates") else name
     gallery_dir, query_dir = prepare(dataset, work)
     gallery = embed_labelled(read_dataset(gallery_dir), model)
     if query_dir is None:
         return gallery.vectors, gallery.images.labels, None, gallery.images.labels
-    queries = embed_labelled(
-        read_dataset(query_dir, classes=gallery.images.class_names), model
-    )
+    queries = embed_labelled(read_dataset(query_dir, classes=gallery.images.class_names), model)
     keep = _half(queries.images, odd=name.endswith("-test"))
-    return gallery.vectors, gallery.images.labels, queries.vectors[keep], queries.images.labels[keep]
+    return (
+        gallery.vectors,
+        gallery.images.labels,
+        queries.vectors[keep],
+        queries.images.labels[keep],
+    )
 
 
 def _half(queries: LabelledImages, odd: bool) -> np.ndarray:
@@ -72,8 +76,13 @@ def _half(queries: LabelledImages, odd: bool) -> np.ndarray:
     return np.array([queries.class_names[i] in chosen for i in queries.labels])
 
 
-def run(gallery: np.ndarray, g_labels: np.ndarray, queries: np.ndarray | None,
-        q_labels: np.ndarray, setup: Rerank | None) -> dict[str, float]:
+def run(
+    gallery: np.ndarray,
+    g_labels: np.ndarray,
+    queries: np.ndarray | None,
+    q_labels: np.ndarray,
+    setup: Rerank | None,
+) -> dict[str, float]:
     ids = np.arange(len(gallery), dtype=np.int64)
     q = gallery if queries is None else queries
     exclude = ids if queries is None else None
@@ -88,7 +97,11 @@ def run(gallery: np.ndarray, g_labels: np.ndarray, queries: np.ndarray | None,
     found = np.empty((len(q), K), dtype=np.int64)
     for s in range(0, len(q), 1024):
         hits = rerank_search(
-            q[s : s + 1024], K, neighbours, vectors_of, setup or Rerank(method="none"),
+            q[s : s + 1024],
+            K,
+            neighbours,
+            vectors_of,
+            setup or Rerank(method="none"),
             None if exclude is None else exclude[s : s + 1024],
         )
         found[s : s + 1024] = hits.ids
@@ -98,7 +111,9 @@ def run(gallery: np.ndarray, g_labels: np.ndarray, queries: np.ndarray | None,
     if queries is None:
         n_rel = np.bincount(g_labels)[q_labels] - 1
         out["precision_at_10"] = round(float(precision_at_k(q_labels, labels).mean()), 4)
-        out["map_at_10"] = round(float(np.nanmean(average_precision_at_k(q_labels, labels, n_rel))), 4)
+        out["map_at_10"] = round(
+            float(np.nanmean(average_precision_at_k(q_labels, labels, n_rel))), 4
+        )
     else:
         rel = labels == q_labels[:, None]
         out["recall_at_1"] = round(float(rel[:, 0].mean()), 4)

@@ -30,6 +30,7 @@ from lookalike.keeper import suggest_keep
 from lookalike.models import DEFAULT_MODEL, Embedder, ModelOptions, create_embedder
 from lookalike.models.preprocess import KNOWN_RECIPES
 from lookalike.paths import default_db
+from lookalike.reranking import Rerank, rerank_search
 from lookalike.results import (
     METRICS,
     DuplicateGroup,
@@ -288,12 +289,18 @@ class Collection:
         return self.embedder.embed_images(list(images))
 
     def search(
-        self, queries: Sequence[Query], k: int = 10, metric: str = "cosine", batch_size: int = 32
+        self,
+        queries: Sequence[Query],
+        k: int = 10,
+        metric: str = "cosine",
+        batch_size: int = 32,
+        rerank: Rerank | None = None,
     ) -> list[QueryResult]:
         """Top-k look-alikes of each query (image files or PIL images).
 
         A query that is itself an indexed file is left out of its own results. A query
-        file that cannot be read raises ImageReadError naming it.
+        file that cannot be read raises ImageReadError naming it. ``rerank``: re-order
+        each query's shortlist (lookalike.reranking); scores stay cosine similarities.
         """
         _check_search_args(k, metric)
         labels: list[str] = []
@@ -318,22 +325,22 @@ class Collection:
         for start in range(0, len(to_embed), batch_size):
             chunk = to_embed[start : start + batch_size]
             vectors[[i for i, _ in chunk]] = self.embed_images([im for _, im in chunk])
-        hits = self.search_vectors(vectors, k, metric, exclude_ids=exclude)
+        hits = self.search_vectors(vectors, k, metric, exclude_ids=exclude, rerank=rerank)
         return [QueryResult(q, h) for q, h in zip(labels, hits, strict=True)]
 
     def search_by_id(
-        self, ids: Sequence[int], k: int = 10, metric: str = "cosine"
+        self, ids: Sequence[int], k: int = 10, metric: str = "cosine", rerank: Rerank | None = None
     ) -> list[QueryResult]:
         """ "More like this": neighbours of indexed images, themselves excluded."""
         _check_search_args(k, metric)
         records = [self.store.get(int(i)) for i in ids]
         vectors = self.store.vectors_for([r.id for r in records])
         exclude = np.array([r.id for r in records], dtype=np.int64)
-        hits = self.search_vectors(vectors, k, metric, exclude_ids=exclude)
+        hits = self.search_vectors(vectors, k, metric, exclude_ids=exclude, rerank=rerank)
         return [QueryResult(r.path, h) for r, h in zip(records, hits, strict=True)]
 
     def search_all(
-        self, k: int = 10, metric: str = "cosine", batch: int = 512
+        self, k: int = 10, metric: str = "cosine", batch: int = 512, rerank: Rerank | None = None
     ) -> Iterator[QueryResult]:
         """Each indexed image's k nearest neighbours, streamed in batches."""
         _check_search_args(k, metric)
@@ -341,10 +348,10 @@ class Collection:
         for record in self.store.iter_records():
             ids.append(record.id)
             if len(ids) == batch:
-                yield from self.search_by_id(ids, k, metric)
+                yield from self.search_by_id(ids, k, metric, rerank)
                 ids = []
         if ids:
-            yield from self.search_by_id(ids, k, metric)
+            yield from self.search_by_id(ids, k, metric, rerank)
 
     def search_vectors(
         self,
@@ -352,11 +359,17 @@ class Collection:
         k: int = 10,
         metric: str = "cosine",
         exclude_ids: IdArray | None = None,
+        rerank: Rerank | None = None,
     ) -> list[list[Hit]]:
         _check_search_args(k, metric)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(vectors) == 0:
             return []
+        if rerank is not None:
+            raw = rerank_search(
+                vectors, k, self.indexes.search, self.indexes.vectors_of, rerank, exclude_ids
+            )
+            return self._to_hits(raw, k, metric, None)  # the excluded are already out
         excluding = exclude_ids is not None and bool(np.any(exclude_ids != MISSING_ID))
         raw = self.indexes.search(vectors, k + 1 if excluding else k)
         return self._to_hits(raw, k, metric, exclude_ids)

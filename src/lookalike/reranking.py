@@ -22,7 +22,8 @@ Pure functions over vectors; the only outside calls are the two callbacks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,7 @@ Neighbours = Callable[[FloatArray, int], SearchHits]  # (queries, k) -> top-k, e
 VectorsOf = Callable[[IdArray], FloatArray]  # sorted unique ids -> their vectors, in order
 
 METHODS = ("none", "qe", "dba", "dba+qe", "kr")
+MAX_SHORTLIST = 1000  # kr builds a (shortlist+1)^2 matrix per query
 
 
 @dataclass(frozen=True)
@@ -50,20 +52,28 @@ class Rerank:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise RerankError(f"unknown re-ranking {self.method!r}; use one of: {', '.join(METHODS)}")
+            raise RerankError(
+                f"unknown re-ranking {self.method!r}; use one of: {', '.join(METHODS)}"
+            )
         for name in ("shortlist", "n", "k1", "k2"):
             if getattr(self, name) < 1:
-                raise RerankError(f"re-ranking {name} must be at least 1, got {getattr(self, name)}")
+                raise RerankError(
+                    f"re-ranking {name} must be at least 1, got {getattr(self, name)}"
+                )
+        if self.shortlist > MAX_SHORTLIST:
+            raise RerankError(
+                f"re-ranking shortlist must be at most {MAX_SHORTLIST}, got {self.shortlist}"
+            )
         if not 0.0 <= self.lam <= 1.0:
             raise RerankError(f"re-ranking lam must be within [0, 1], got {self.lam}")
 
 
 def parse_rerank(text: str | None) -> Rerank | None:
-    """"qe", "dba+qe:n=3,alpha=2", "kr:k1=10" or "none" -> a Rerank (None for none)."""
+    """ "qe", "dba+qe:n=3,alpha=2", "kr:k1=10" or "none" -> a Rerank (None for none)."""
     if text is None or text.strip() in ("", "none"):
         return None
     method, _, rest = text.strip().partition(":")
-    setup = Rerank(method=method)
+    settings: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
         if not eq or key not in ("shortlist", "n", "alpha", "k1", "k2", "lam"):
@@ -72,11 +82,10 @@ def parse_rerank(text: str | None) -> Rerank | None:
                 "shortlist, n, alpha, k1, k2, lam"
             )
         try:
-            number: float = float(value) if key in ("alpha", "lam") else int(value)
+            settings[key] = float(value) if key in ("alpha", "lam") else int(value)
         except ValueError:
             raise RerankError(f"re-ranking option {key}: {value!r} is not a number") from None
-        setup = replace(setup, **{key: number})
-    return setup
+    return Rerank(method=method, **settings)
 
 
 # ===== the search hook ====================================================================

@@ -35,6 +35,15 @@ from lookalike.results import QueryResult
     "--pool", type=click.Choice(["avg", "gem"]), default=None, help="Default: the collection's."
 )
 @click.option("--adapter", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--rerank",
+    default="none",
+    show_default=True,
+    metavar="METHOD[:SETTINGS]",
+    help="Re-order each query's shortlist: none, qe (alpha-query expansion), dba "
+    "(database-side augmentation), dba+qe, kr (k-reciprocal); settings as in "
+    "qe:n=3,alpha=3 or kr:k1=20,k2=6,lam=0.3,shortlist=50. Scores stay the cosine similarity.",
+)
 @json_option
 def search_command(
     queries: tuple[Path, ...],
@@ -47,6 +56,7 @@ def search_command(
     weights: Path | None,
     pool: str | None,
     adapter: Path | None,
+    rerank: str,
     as_json: bool,
 ) -> None:
     """The k indexed images most similar to each QUERY image.
@@ -59,8 +69,12 @@ def search_command(
       lookalike search cat.jpg -k 5
       lookalike search a.jpg b.png --json --sheet neighbours.png
       lookalike search --all -k 3 --json
+      lookalike search cat.jpg --rerank qe
     """
     from lookalike.collection import Collection
+    from lookalike.reranking import parse_rerank
+
+    setup = parse_rerank(rerank)
 
     if bool(queries) == all_images:
         raise click.UsageError("give QUERY images, or --all (not both)")
@@ -69,9 +83,9 @@ def search_command(
     ) as col:
         # --all streams: each batch of neighbours is printed as soon as it is found.
         results: Iterable[QueryResult] = (
-            col.search_all(k=k, metric=metric)
+            col.search_all(k=k, metric=metric, rerank=setup)
             if all_images
-            else col.search(list(queries), k=k, metric=metric)
+            else col.search(list(queries), k=k, metric=metric, rerank=setup)
         )
         if sheet is not None:
             from lookalike.sheet import contact_sheet

@@ -575,6 +575,11 @@ class IndexManager:
                 return SearchHits(scores=hits.scores[:, :k], ids=hits.ids[:, :k])
         return rerank(q, hits.ids, self._vectors_of, k)
 
+    def vectors_of(self, ids: IdArray) -> FloatArray:
+        """Stored vectors of these image ids, in order (re-ranking at search time)."""
+        self._ensure_ready()
+        return self._vectors_of(ids)
+
     def _vectors_of(self, ids: IdArray) -> FloatArray:
         """Stored vectors of these image ids (read from the memory-mapped vector file)."""
         assert self._lookup is not None  # set by sync() / _ensure_ready() before searching

@@ -23,8 +23,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lookalike import __version__
 from lookalike.collection import Collection
-from lookalike.errors import ImageReadError, LookalikeError
+from lookalike.errors import ImageReadError, LookalikeError, RerankError
 from lookalike.models import ModelOptions
+from lookalike.reranking import Rerank, parse_rerank
 from lookalike.store import ImageRecord
 from lookalike.web.guards import (
     BodyLimit,
@@ -64,6 +65,10 @@ PAGE_CSP = (
 
 Metric = Literal["cosine", "euclidean"]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="number of results")]
+RERANK_HELP = (
+    "re-ranking of the shortlist: none, qe, dba, dba+qe or kr, optionally with settings "
+    "(qe:n=3,alpha=3); scores stay the cosine similarity to the query"
+)
 # SQLite integers are 64-bit: a larger id or offset is a 422, not an OverflowError (500).
 INT64_MAX = 2**63 - 1
 ImageId = Annotated[int, PathParam(ge=-INT64_MAX - 1, le=INT64_MAX)]
@@ -144,15 +149,17 @@ def create_app(
         file: Annotated[UploadFile, File(description="the query image (JPEG, PNG, WebP...)")],
         k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
         metric: Annotated[Metric, Form()] = "cosine",
+        rerank: Annotated[str, Form(max_length=100, description=RERANK_HELP)] = "none",
     ) -> Any:
         """The k indexed images most like an uploaded image (multipart field `file`)."""
+        setup = _rerank_or_422(rerank)
         name = _display_name(file.filename)
         data = read_limited(file.file, limits, name)  # bytes: bounded by BodyLimit
         image = decode_pool.submit(
             decode_upload, data, limits, min_side=service.draft_size, name=name
         ).result()
         del data
-        return [service.search_image(image, name, k, metric).to_json(with_id=True)]
+        return [service.search_image(image, name, k, metric, setup).to_json(with_id=True)]
 
     @app.get(
         "/api/search",
@@ -167,9 +174,10 @@ def create_app(
         ],
         k: K = 10,
         metric: Metric = "cosine",
+        rerank: Annotated[str, Query(max_length=100, description=RERANK_HELP)] = "none",
     ) -> Any:
         """More like this: the k images most like an indexed one (itself left out)."""
-        result = service.search_id(id, k, metric)
+        result = service.search_id(id, k, metric, _rerank_or_422(rerank))
         if result is None:
             raise HTTPException(404, f"no image with id {id} in this collection")
         return [result.to_json(with_id=True)]
@@ -314,3 +322,10 @@ def _describe(loc: list[Any], msg: str) -> str:
     if len(loc) >= 2 and loc[0] in _WHERE:
         return f"{_WHERE[loc[0]]} {'.'.join(map(str, loc[1:]))!r}: {msg}"
     return f"{'.'.join(map(str, loc))}: {msg}" if loc else msg
+
+
+def _rerank_or_422(text: str) -> Rerank | None:
+    try:
+        return parse_rerank(text)
+    except RerankError as exc:
+        raise HTTPException(422, str(exc)) from None

@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image
 
 from lookalike.collection import Collection
+from lookalike.reranking import Rerank
 from lookalike.results import DuplicateGroup, QueryResult
 from lookalike.store import ImageRecord
 
@@ -45,19 +46,23 @@ class CollectionService:
                 self._draft_size = self.collection.embedder.draft_size
         return self._draft_size
 
-    def search_image(self, image: Image.Image, label: str, k: int, metric: str) -> QueryResult:
+    def search_image(
+        self, image: Image.Image, label: str, k: int, metric: str, rerank: Rerank | None = None
+    ) -> QueryResult:
         with self._model_lock:
             vectors = self.collection.embed_images([image])
         with self._store_lock:
-            hits = self.collection.search_vectors(vectors, k, metric)
+            hits = self.collection.search_vectors(vectors, k, metric, rerank=rerank)
         return QueryResult(label, hits[0])
 
-    def search_id(self, image_id: int, k: int, metric: str) -> QueryResult | None:
+    def search_id(
+        self, image_id: int, k: int, metric: str, rerank: Rerank | None = None
+    ) -> QueryResult | None:
         """More like this: neighbours of an indexed image; None when there is no such id."""
         with self._store_lock:
             if self.collection.store.find(image_id) is None:
                 return None
-            return self.collection.search_by_id([image_id], k, metric)[0]
+            return self.collection.search_by_id([image_id], k, metric, rerank)[0]
 
     def find(self, image_id: int) -> ImageRecord | None:
         with self._store_lock:

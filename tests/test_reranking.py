@@ -1,0 +1,162 @@
+"""Re-ranking at search time: hand-computed cases where each method changes the order."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lookalike.errors import RerankError
+from lookalike.index.base import SearchHits
+from lookalike.index.exact import topk_blockwise
+from lookalike.reranking import (
+    Rerank,
+    augment,
+    expand_query,
+    k_reciprocal_distances,
+    parse_rerank,
+    rerank_search,
+)
+
+
+def unit(deg: float) -> list[float]:
+    return [math.cos(math.radians(deg)), math.sin(math.radians(deg))]
+
+
+def searcher(db: np.ndarray):  # type: ignore[no-untyped-def]
+    ids = np.arange(len(db), dtype=np.int64)
+
+    def neighbours(q: np.ndarray, k: int) -> SearchHits:
+        return topk_blockwise(db, ids, q, k)
+
+    def vectors_of(wanted: np.ndarray) -> np.ndarray:
+        return db[wanted]
+
+    return neighbours, vectors_of
+
+
+# Query at 0 degrees; a at 30, b at -35, c at 45 (cosine order a, b, c).
+Q = np.array([unit(0)], dtype=np.float32)
+DB = np.array([unit(30), unit(-35), unit(45)], dtype=np.float32)
+
+
+def test_query_expansion_by_hand() -> None:
+    # n=1, alpha=1: q' = q + cos30 * a = (1 + cos^2 30, cos30 sin30) = (1.75, 0.4330),
+    # at atan(0.4330 / 1.75) = 13.90 degrees: c is 31.1 degrees away, b 48.9 -> a, c, b.
+    s = DB @ Q[0]
+    expanded = expand_query(Q[0], DB, s, n=1, alpha=1.0)
+    assert math.degrees(math.atan2(expanded[1], expanded[0])) == pytest.approx(13.898, abs=1e-3)
+    neighbours, vectors_of = searcher(DB)
+    plain = neighbours(Q, 3)
+    assert plain.ids[0].tolist() == [0, 1, 2]
+    hits = rerank_search(Q, 3, neighbours, vectors_of, Rerank("qe", shortlist=3, n=1, alpha=1))
+    assert hits.ids[0].tolist() == [0, 2, 1]
+    # Scores stay the cosine between the query and each hit, not the expanded query's.
+    expected = [math.cos(math.radians(d)) for d in (30, 45, -35)]
+    assert hits.scores[0].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_alpha_zero_weights_equal_and_negative_similarity_ignored() -> None:
+    x = np.array([unit(90), unit(180)], dtype=np.float64)  # similarities 0 and -1 to q
+    out = expand_query(np.array(unit(0)), x, x @ np.array(unit(0)), n=2, alpha=3.0)
+    assert out.tolist() == pytest.approx(unit(0))  # 0^3 and max(-1, 0)^3 add nothing
+
+
+def test_database_augmentation_by_hand() -> None:
+    # a at 30 has its nearest, c, at 70; b at -35 has d at -40. n=2, alpha=0 (plain mean of
+    # a point and its nearest): a' = c' = 50 degrees, b' = d' = -37.5. Plain order to the
+    # query at 0: a (30), b (35); augmented: b and d (37.5) before a and c (50).
+    x = np.array([unit(30), unit(-35), unit(70), unit(-40)], dtype=np.float64)
+    xa = augment(x, n=2, alpha=0.0)
+    angles = np.degrees(np.arctan2(xa[:, 1], xa[:, 0]))
+    assert angles.tolist() == pytest.approx([50.0, -37.5, 50.0, -37.5], abs=1e-6)
+    db = x.astype(np.float32)
+    neighbours, vectors_of = searcher(db)
+    assert neighbours(Q, 2).ids[0].tolist() == [0, 1]
+    hits = rerank_search(Q, 2, neighbours, vectors_of, Rerank("dba", shortlist=4, n=2, alpha=0))
+    assert hits.ids[0].tolist() == [1, 3]  # the two at -37.5 first, in shortlist order
+
+
+def test_k_reciprocal_demotes_a_one_sided_neighbour() -> None:
+    # Angles on a circle, query at 0. -6 is the query's nearest, but its own 2 nearest are
+    # the tight group -10, -11 (4 and 5 degrees away; the query is 6): with k1=2, -6 is not
+    # a reciprocal neighbour of the query, 8 is (8's 2 nearest: 10 and the query).
+    # R(q) = {q, 8}; R(8) = {8, 10, q}; R(10) = {10, 8}; R(-6) = {-6} (-10's nearest are
+    # -11, -12). No set grows (R(8, 1) = {8, 10} shares 1 < 2/3 * 2 with R(q)). So with
+    # lam=0 and k2=1 the query's encoding overlaps 8's and 10's and not -6's: Jaccard
+    # distance 1 for -6, below 1 for 8 and 10, which move ahead of it.
+    angles = [-6, 8, 10, -10, -11, -12]
+    x = np.array([unit(a) for a in angles], dtype=np.float64)
+    plain = np.argsort(-(x @ np.array(unit(0))), kind="stable")
+    assert plain[:2].tolist() == [0, 1]  # -6 is the nearest
+    d = k_reciprocal_distances(np.array(unit(0)), x, k1=2, k2=1, lam=0.0)
+    assert d[0] == pytest.approx(1.0)
+    assert d[1] < 1.0 and d[2] < 1.0
+    assert sorted(np.argsort(d, kind="stable")[:2].tolist()) == [1, 2]
+
+
+def test_k_reciprocal_with_lam_one_is_the_plain_order() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[0] + 0.1 * rng.normal(size=8)
+    q /= np.linalg.norm(q)
+    d = k_reciprocal_distances(q, x, k1=5, k2=3, lam=1.0)
+    assert np.argsort(d, kind="stable").tolist() == np.argsort(-(x @ q), kind="stable").tolist()
+
+
+def test_excluded_id_takes_no_part() -> None:
+    # The query is itself indexed (id 0, at 0 degrees): excluded, it neither appears nor
+    # expands the query (else q' would stay at 0 and the order would not change).
+    db = np.array([unit(0), unit(30), unit(-35), unit(45)], dtype=np.float32)
+    neighbours, vectors_of = searcher(db)
+    setup = Rerank("qe", shortlist=3, n=1, alpha=1)
+    hits = rerank_search(db[:1], 3, neighbours, vectors_of, setup, np.array([0]))
+    assert hits.ids[0].tolist() == [1, 3, 2]
+
+
+def test_short_collection_pads_with_missing() -> None:
+    neighbours, vectors_of = searcher(DB[:1])
+    hits = rerank_search(Q, 3, neighbours, vectors_of, Rerank("kr"))
+    assert hits.ids[0].tolist() == [0, -1, -1]
+    assert hits.scores[0, 0] == pytest.approx(math.cos(math.radians(30)), abs=1e-6)
+    assert np.isinf(hits.scores[0, 1:]).all()
+
+
+@pytest.mark.parametrize("method", ["qe", "dba", "dba+qe", "kr"])
+def test_every_method_keeps_the_shortlist_and_cosine_scores(method: str) -> None:
+    rng = np.random.default_rng(1)
+    db = rng.normal(size=(200, 16)).astype(np.float32)
+    db /= np.linalg.norm(db, axis=1, keepdims=True)
+    q = db[:5] + 0.05 * rng.normal(size=(5, 16)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    neighbours, vectors_of = searcher(db)
+    hits = rerank_search(q, 10, neighbours, vectors_of, Rerank(method, shortlist=30))
+    shortlist = neighbours(q, 30).ids
+    for row in range(5):
+        assert set(hits.ids[row]) <= set(shortlist[row])
+        assert hits.scores[row] == pytest.approx(db[hits.ids[row]] @ q[row], abs=1e-5)
+
+
+def test_parse_rerank() -> None:
+    assert parse_rerank(None) is None
+    assert parse_rerank("none") is None
+    assert parse_rerank("qe") == Rerank("qe")
+    assert parse_rerank("dba+qe:n=3,alpha=1.5") == Rerank("dba+qe", n=3, alpha=1.5)
+    assert parse_rerank("kr:k1=10,lam=0.5") == Rerank("kr", k1=10, lam=0.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("magic", "unknown re-ranking 'magic'"),
+        ("qe:n=x", "n: 'x' is not a number"),
+        ("qe:depth=3", "option 'depth=3' not understood"),
+        ("qe:n=0", "n must be at least 1"),
+        ("kr:lam=2", "lam must be within [0, 1]"),
+    ],
+)
+def test_parse_rerank_refuses_bad_settings(text: str, message: str) -> None:
+    with pytest.raises(RerankError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_rerank(text)
