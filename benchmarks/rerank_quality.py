@@ -7,7 +7,7 @@ Sets (the vectors come from ``lookalike eval``'s cache; benchmarks/quality.py fi
 - fashion-mnist-val: Fashion-MNIST *train*, first 200 per class (validation), leave-one-out;
 - near-duplicates-val / near-duplicates-test: the near-duplicate queries of the even / odd
   originals (sorted by name, as benchmarks/choose_recipe.py splits them) against the whole
-  gallery;
+  gallery (near-duplicates: all 444 queries);
 - fashion-mnist: the 10,000 test images, leave-one-out (reported, never used to choose).
 
 Usage:
@@ -60,7 +60,11 @@ def load(
     if query_dir is None:
         return gallery.vectors, gallery.images.labels, None, gallery.images.labels
     queries = embed_labelled(read_dataset(query_dir, classes=gallery.images.class_names), model)
-    keep = _half(queries.images, odd=name.endswith("-test"))
+    keep = (
+        np.ones(len(queries.images), dtype=bool)
+        if name == "near-duplicates"
+        else _half(queries.images, odd=name.endswith("-test"))
+    )
     return (
         gallery.vectors,
         gallery.images.labels,

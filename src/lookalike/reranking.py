@@ -36,6 +36,8 @@ VectorsOf = Callable[[IdArray], FloatArray]  # sorted unique ids -> their vector
 
 METHODS = ("none", "qe", "dba", "dba+qe", "kr")
 MAX_SHORTLIST = 1000  # kr builds a (shortlist+1)^2 matrix per query
+# kr needs room for k1 reciprocal neighbours; qe gains nothing from more than 20 (validation).
+DEFAULT_SHORTLIST = {"none": 10, "qe": 20, "dba": 20, "dba+qe": 20, "kr": 50}
 
 
 @dataclass(frozen=True)
@@ -43,19 +45,26 @@ class Rerank:
     """One re-ranking setup. Defaults were chosen on validation splits (BENCHMARKS.md)."""
 
     method: str = "qe"
-    shortlist: int = 50  # candidates re-ordered per query (>= k is used)
-    n: int = 5  # qe/dba: neighbours averaged in
-    alpha: float = 3.0  # qe/dba: weight = similarity ** alpha
+    shortlist: int = 0  # candidates re-ordered per query (at least k); 0: the method's default
+    n: int = 3  # qe/dba: neighbours averaged in
+    alpha: float = 2.0  # qe/dba: weight = similarity ** alpha
     k1: int = 20  # kr: reciprocal neighbourhood size
     k2: int = 6  # kr: neighbours averaged into each encoding
-    lam: float = 0.3  # kr: weight of the original distance
+    lam: float = 0.6  # kr: weight of the original distance
+
+    @property
+    def width(self) -> int:
+        """Candidates re-ordered per query, before k raises it."""
+        return self.shortlist or DEFAULT_SHORTLIST[self.method]
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise RerankError(
                 f"unknown re-ranking {self.method!r}; use one of: {', '.join(METHODS)}"
             )
-        for name in ("shortlist", "n", "k1", "k2"):
+        if self.shortlist < 0:
+            raise RerankError(f"re-ranking shortlist must be at least 1, got {self.shortlist}")
+        for name in ("n", "k1", "k2"):
             if getattr(self, name) < 1:
                 raise RerankError(
                     f"re-ranking {name} must be at least 1, got {getattr(self, name)}"
@@ -103,7 +112,7 @@ def rerank_search(
     neither appears nor takes part in the expansion; -1 for none.
     """
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    width = max(setup.shortlist, k)
+    width = max(setup.width, k)
     raw = neighbours(q, width + (0 if exclude_ids is None else 1))
     ids, scores = _drop_excluded(raw, exclude_ids, width)
     if setup.method == "none":
