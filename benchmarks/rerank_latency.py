@@ -48,7 +48,8 @@ def bench(root: Path, kind: str, queries: np.ndarray, setups: list[str], seconds
     gc.collect()
     store = Store.open(root)
     manager = IndexManager(store, kind=kind)
-    parsed = {text: parse_rerank(text) for text in setups}
+    names = ["none", *setups]
+    parsed = {text: parse_rerank(text) for text in names}
 
     def run(text: str, q: np.ndarray) -> object:
         setup = parsed[text]
@@ -56,7 +57,6 @@ def bench(root: Path, kind: str, queries: np.ndarray, setups: list[str], seconds
             return manager.search(q, 10)
         return rerank_search(q, 10, manager.search, manager.vectors_of, setup)
 
-    names = ["none", *setups]
     for i in range(min(100, len(queries))):  # warm-up: page cache, FAISS, numpy
         for text in names:
             run(text, queries[i : i + 1])

@@ -401,3 +401,19 @@ def test_a_reader_that_goes_away_is_no_error() -> None:
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 1
     assert stderr == "", stderr
+
+
+def test_search_rerank(cli_json: CliJson, cli: Cli, indexed: dict[str, Path], db: Path) -> None:
+    plain = cli_json("search", indexed["chelsea"], "--db", db, "-k", "3")
+    for method in ("qe", "kr:k1=3,k2=2"):
+        out = cli_json("search", indexed["chelsea"], "--db", db, "-k", "3", "--rerank", method)
+        hits = out[0]["results"]
+        assert [h["rank"] for h in hits] == [1, 2, 3]
+        # Each hit keeps its plain cosine score, whatever its rank.
+        everyone = cli_json("search", indexed["chelsea"], "--db", db, "-k", "100")[0]["results"]
+        score_of = {h["path"]: h["score"] for h in everyone}
+        assert all(h["score"] == pytest.approx(score_of[h["path"]], abs=1e-6) for h in hits)
+    assert len(plain[0]["results"]) == 3
+    result = cli("search", indexed["chelsea"], "--db", db, "--rerank", "magic")
+    assert result.exit_code == 1
+    assert "unknown re-ranking 'magic'" in _one_line_error(result.stderr)

@@ -268,3 +268,52 @@ def test_altered_copies_find_their_original(
         if r.results[0].path != str(originals[name])
     ]
     assert misses == []
+
+
+# ----- re-ranking at search time ------------------------------------------------------------
+def test_rerank_goes_through_the_index_and_keeps_cosine_scores(
+    random_collection: Collection,
+) -> None:
+    from lookalike.index.base import SearchHits
+    from lookalike.reranking import Rerank, rerank_search
+
+    col = random_collection
+    matrix, ids = _live(col)
+    rng = np.random.default_rng(5)
+    # Queries near a pair of stored vectors: the expansion pulls towards the pair.
+    queries = l2_normalize(
+        matrix[:40] + matrix[40:80] + 0.3 * rng.standard_normal((40, col.store.dim))
+    )
+
+    def oracle(q: np.ndarray, k: int) -> SearchHits:
+        found = _oracle(matrix, ids, q, k, None)
+        return SearchHits(
+            scores=np.array([[s for _, s in row] for row in found], dtype=np.float32),
+            ids=np.array([[i for i, _ in row] for row in found], dtype=np.int64),
+        )
+
+    def vectors_of(wanted: np.ndarray) -> np.ndarray:
+        return col.store.vectors_for(wanted.tolist())
+
+    setup = Rerank("qe", n=2, alpha=1)
+    hits = col.search_vectors(queries, k=10, rerank=setup)
+    want = rerank_search(queries, 10, oracle, vectors_of, setup)
+    assert [[h.id for h in row] for row in hits] == want.ids.tolist()
+    for q, row in zip(queries, hits, strict=True):
+        assert [h.rank for h in row] == list(range(1, 11))
+        stored = col.store.vectors_for([h.id for h in row])
+        np.testing.assert_allclose([h.score for h in row], stored @ q, atol=1e-5)
+    plain = col.search_vectors(queries, k=10)
+    assert [[h.id for h in r] for r in plain] != [[h.id for h in r] for r in hits]
+
+
+def test_rerank_search_by_id_leaves_the_query_out(random_collection: Collection) -> None:
+    from lookalike.reranking import Rerank
+
+    col = random_collection
+    chosen = [int(i) for i in _live(col)[1][[0, 17, 699]]]
+    for method in ("qe", "kr"):
+        results = col.search_by_id(chosen, k=8, rerank=Rerank(method))
+        for image_id, result in zip(chosen, results, strict=True):
+            assert len(result.results) == 8
+            assert image_id not in [h.id for h in result.results]

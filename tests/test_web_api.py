@@ -176,6 +176,24 @@ def test_more_like_this_by_id(client: TestClient, col: Collection) -> None:
     assert ids[0] == ids_by_name(col)["chelsea-copy"]
 
 
+def test_rerank_parameter(client: TestClient, col: Collection) -> None:
+    from lookalike.reranking import Rerank
+
+    cat = ids_by_name(col)["chelsea"]
+    response = client.get("/api/search", params={"id": cat, "k": 4, "rerank": "qe"})
+    assert response.status_code == 200, response.text
+    assert response.json() == [
+        col.search_by_id([cat], k=4, rerank=Rerank("qe"))[0].to_json(with_id=True)
+    ]
+    posted = upload(client, jpeg_bytes(cat_query()), k=3, rerank="kr:k1=3")
+    assert posted.status_code == 200, posted.text
+    assert_error(
+        client.get("/api/search", params={"id": cat, "rerank": "magic"}), 422, "re-ranking"
+    )
+    files = {"file": ("q.jpg", jpeg_bytes(cat_query()), "image/jpeg")}
+    assert_error(client.post("/api/search", files=files, data={"rerank": "qe:n=0"}), 422, "n")
+
+
 def test_k_larger_than_the_collection(client: TestClient, col: Collection) -> None:
     n = col.count()
     assert len(upload(client, jpeg_bytes(cat_query()), k=100).json()[0]["results"]) == n

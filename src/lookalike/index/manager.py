@@ -103,6 +103,7 @@ class IndexManager:
         self._index: Approx | None = None
         self._lookup: np.ndarray | None = None  # (2, n): sorted live ids, their rows
         self._row_ids: IdArray | None = None  # exact search: row -> id
+        self._exact_lookup: tuple[IdArray, np.ndarray] | None = None  # (row ids, their table)
         self._synced_state: dict[str, Any] = {}  # store fingerprint the sync in progress saw
         self._ready = False
         self._disk_stamp: tuple[Any, ...] | None = None  # what _ready was decided from
@@ -578,12 +579,20 @@ class IndexManager:
     def vectors_of(self, ids: IdArray) -> FloatArray:
         """Stored vectors of these image ids, in order (re-ranking at search time)."""
         self._ensure_ready()
-        return self._vectors_of(ids)
+        if self._index is not None:
+            return self._vectors_of(ids)
+        # Exact search keeps row ids, not a lookup table: one is built from the same rows.
+        if self._row_ids is None:
+            self._row_ids = self.store.row_ids()
+        if self._exact_lookup is None or self._exact_lookup[0] is not self._row_ids:
+            self._exact_lookup = (self._row_ids, _lookup_table(self._row_ids))
+        return self._vectors_of(ids, self._exact_lookup[1])
 
-    def _vectors_of(self, ids: IdArray) -> FloatArray:
+    def _vectors_of(self, ids: IdArray, lookup: np.ndarray | None = None) -> FloatArray:
         """Stored vectors of these image ids (read from the memory-mapped vector file)."""
-        assert self._lookup is not None  # set by sync() / _ensure_ready() before searching
-        rows = _rows_for(self._lookup, np.asarray(ids, dtype=np.int64))
+        lookup = self._lookup if lookup is None else lookup
+        assert lookup is not None  # set by sync() / _ensure_ready() before searching
+        rows = _rows_for(lookup, np.asarray(ids, dtype=np.int64))
         return np.ascontiguousarray(self.store.matrix()[rows], dtype=np.float32)
 
 
