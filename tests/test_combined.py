@@ -151,3 +151,29 @@ def test_combines_with_a_timm_model(monkeypatch: pytest.MonkeyPatch) -> None:
     assert vectors.shape == (2, 96 + 768)
     assert combined.info.weights_id == "random+none"
     assert combined.draft_size >= 160  # the larger part's needs
+
+
+def test_best_preset_is_the_three_lites_combined(tmp_path: Path) -> None:
+    from lookalike.models.combined import combine
+    from lookalike.models.presets import PRESETS
+
+    if not registry.get_entry("best").weights_available():
+        pytest.skip("efficientnet-lite0/1/2 weights are not installed")
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    pics = images(3, seed=4)
+    for i, im in enumerate(pics):
+        im.save(folder / f"{i}.png")
+    with Collection.open(tmp_path / "db", model="best", create=True) as col:
+        col.index([folder])
+        assert col.model_name == PRESETS["best"]
+        assert col.store.dim == 3 * 1280
+        stored = col.store.vectors_for([col.store.by_path(str(folder / "0.png")).id])
+    parts = [
+        create_embedder(p).embed_images([pics[0].convert("RGB")])
+        for p in PRESETS["best"].split("+")
+    ]
+    np.testing.assert_allclose(stored, combine(parts, [1 / 3] * 3), atol=1e-5)
+    # The preset name reopens the collection it made.
+    with Collection.open(tmp_path / "db", model="best") as col:
+        assert col.count() == 3

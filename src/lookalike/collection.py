@@ -113,6 +113,10 @@ class Collection:
                 if manifest is not None:
                     lock_fh.close()
         stored_name = manifest["model"]["model"]
+        if model is not None:
+            from lookalike.models.presets import resolve
+
+            model = resolve(model)  # "best" -> the combined name the collection stored
         if model is not None and "+" in model:
             from lookalike.models.combined import canonical_name
 

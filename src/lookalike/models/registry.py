@@ -43,6 +43,7 @@ _BUILTIN_MODULES = (
     "lookalike.models.efficientnet_lite",
     "lookalike.models.timm_models",
     "lookalike.models.combined",
+    "lookalike.models.presets",
 )
 _loaded = False
 
