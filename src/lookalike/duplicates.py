@@ -96,3 +96,22 @@ def neighbour_batches(
     for start in range(0, len(ids), batch):
         chunk = ids[start : start + batch]
         yield chunk, search(vectors_of(chunk), k)
+
+
+# Second stage (lookalike.verify): pairs of the k-NN graph scoring below the threshold but at
+# least CANDIDATE_FLOOR are checked with local features. On the planted set 95% of 30-degree
+# rotations score >= 0.4 to their original and rank within its 20 nearest (BENCHMARKS.md).
+CANDIDATE_FLOOR = 0.4
+CANDIDATE_K = 20
+
+
+def with_verified(
+    links: Links, threshold: float, verify: Callable[[list[tuple[int, int]]], set[tuple[int, int]]]
+) -> tuple[Links, set[tuple[int, int]]]:
+    """Links >= threshold, plus the weaker ones that ``verify`` confirms (it gets only those,
+    best first). Returns the links and the set of verified pairs."""
+    strong = {pair: s for pair, s in links.items() if s >= threshold - SCORE_SLACK}
+    weak = sorted((p for p in links if p not in strong), key=lambda p: -links[p])
+    confirmed = verify(weak) if weak else set()
+    strong.update({pair: links[pair] for pair in confirmed})
+    return strong, confirmed
