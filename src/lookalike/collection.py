@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -18,11 +18,12 @@ from lookalike.duplicates import (
     CANDIDATE_FLOOR,
     CANDIDATE_K,
     SCORE_SLACK,
+    VERIFY_UP_TO,
     Links,
     leader_clusters,
     neighbour_batches,
     similar_links,
-    with_verified,
+    split_links,
 )
 from lookalike.errors import CollectionError, ImageReadError, ModelMismatchError
 from lookalike.images import absolute, load_image
@@ -405,9 +406,17 @@ class Collection:
         grey; lookalike.verify); such members have ``verified`` set. Needs OpenCV; without
         it this is skipped and ``duplicates_note`` says so.
         """
-        links, verified = self._duplicate_links(threshold, k, effort, verify)
+        links, candidates, check = self._duplicate_links(threshold, k, effort, verify)
+        verified: set[tuple[int, int]] = set()
+
+        def confirm(a: int, b: int) -> bool:
+            if check is None or not check(a, b):
+                return False
+            verified.add(_key(a, b))
+            return True
+
         groups: list[DuplicateGroup] = []
-        for cluster in leader_clusters(links):
+        for cluster in leader_clusters(links, candidates, confirm):
             # Scores from the stored vectors, not the index: an approximate index's are
             # estimates, and a member must really be within the threshold.
             vectors = self.store.vectors_for(cluster.members).astype(np.float64)
@@ -447,8 +456,9 @@ class Collection:
         """Every linked pair with similarity >= threshold (each pair once), best first, plus
         with ``verify`` the weaker pairs local features confirmed (``verified`` set), after
         them. Limited, like the groups, to each image's k nearest neighbours."""
-        links, verified = self._duplicate_links(threshold, k, effort, verify)
-        pairs = list(links)
+        links, candidates, check = self._duplicate_links(threshold, k, effort, verify)
+        verified = {p for p in candidates if check is not None and check(*p)}
+        pairs = [*links, *verified]
         paths = self.store.ids_and_paths({i for pair in pairs for i in pair})
         out: list[DuplicatePair] = []
         for start in range(0, len(pairs), 4096):
@@ -464,35 +474,36 @@ class Collection:
 
     def _duplicate_links(
         self, threshold: float, k: int, effort: float, verify: bool
-    ) -> tuple[Links, set[tuple[int, int]]]:
-        """Links >= threshold, plus (with ``verify``) the candidates below it that local
-        features confirmed, and the set of those. Sets ``duplicates_note``."""
+    ) -> tuple[Links, Links, Callable[[int, int], bool] | None]:
+        """Links >= threshold; with ``verify``, also the weaker candidates (down to
+        CANDIDATE_FLOOR) and the check that confirms one. Sets ``duplicates_note``."""
         from lookalike import verify as local
 
         self.duplicates_note = None
-        if not verify or threshold <= CANDIDATE_FLOOR:
-            return self._links(threshold, k, effort), set()
+        if not verify or not CANDIDATE_FLOOR < threshold <= VERIFY_UP_TO:
+            return self._links(threshold, k, effort), {}, None
         if not local.available():
             self.duplicates_note = (
                 f"verification of pairs below {threshold} skipped: OpenCV is not installed "
                 f"({local.INSTALL_HINT})"
             )
-            return self._links(threshold, k, effort), set()
-        candidates = self._links(CANDIDATE_FLOOR, max(k, CANDIDATE_K), effort)
+            return self._links(threshold, k, effort), {}, None
+        links, candidates = split_links(
+            self._links(CANDIDATE_FLOOR, max(k, CANDIDATE_K), effort), threshold
+        )
         paths = self.store.ids_and_paths({i for pair in candidates for i in pair})
         verifier = local.Verifier(lambda i: paths[i])
 
-        def confirm(pairs: list[tuple[int, int]]) -> set[tuple[int, int]]:
-            verdicts = verifier.check_all(pairs)
-            return {p for p, v in verdicts.items() if v.passes(verifier.settings)}
+        def check(a: int, b: int) -> bool:
+            passed = verifier.check(a, b).passes(verifier.settings)
+            if verifier.unreadable:
+                self.duplicates_note = (
+                    f"{len(verifier.unreadable)} file(s) could not be read for verification, "
+                    f"e.g. {verifier.unreadable[0]}"
+                )
+            return passed
 
-        links, verified = with_verified(candidates, threshold, confirm)
-        if verifier.unreadable:
-            self.duplicates_note = (
-                f"{len(verifier.unreadable)} file(s) could not be read for verification, "
-                f"e.g. {verifier.unreadable[0]}"
-            )
-        return links, verified
+        return links, candidates, check
 
     def _links(self, threshold: float, k: int, effort: float) -> Links:
         if not -1.0 <= threshold <= 1.0:

@@ -32,7 +32,8 @@ from lookalike.cli.common import db_option, echo_index_note, emit_json, json_opt
     "--verify/--no-verify",
     default=True,
     show_default=True,
-    help="Check pairs scoring below THRESHOLD (down to 0.4) with local features and join "
+    help="Check pairs scoring below THRESHOLD (down to 0.4; for THRESHOLD <= 0.95) with "
+    "local features and join "
     "those that are one image rotated, cropped, flipped or greyed (needs OpenCV).",
 )
 @json_option
