@@ -14,13 +14,24 @@ collection; then for each edit type:
 Unrelated pairs are all pairs of images from different sources (copies included); their
 highest score bounds where a threshold may go. The baseline is imagededup's default pHash
 rule (64-bit ``imagehash.phash``, Hamming distance <= 10) on the same files.
-The output is one JSON object; nothing here is tuned to the set, it only measures.
+
+The second stage (lookalike.verify: SIFT + RANSAC affine on pairs the kNN graph finds
+between CANDIDATE_FLOOR and the threshold) is measured too: ``duplicates`` with and without
+it at 0.95 (groups, wall time), and a calibration of its decision rule: the sources are
+split in two halves by name (validation: every other one, held-out: the rest); every copy
+pair and every unrelated pair scoring >= CANDIDATE_FLOOR is verified once, the rule
+(least inliers, least inlier share) is chosen on the validation half only (no unrelated
+pair accepted, then most copies found, then the middle of the rules that tie, to keep a
+margin on both sides), and recall and false accepts are reported on the held-out half, for
+the chosen rule and for the shipped default.
+The output is one JSON object.
 """
 
 from __future__ import annotations
 
 import io
 import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +39,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97)
+DEFAULT_THRESHOLD = 0.95
+SHARES = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
+INLIERS = (10, 15, 20, 25, 30, 40, 50, 60)
 PHASH_MAX_DISTANCE = 10  # imagededup's default for PHash.find_duplicates
 
 
@@ -94,7 +108,14 @@ def measure(out_dir: Path, model: str | None) -> dict[str, Any]:
         ids = [col.store.by_path(p).id for p in paths]  # type: ignore[union-attr]
         vectors = col.store.vectors_for(ids).astype(np.float64)
         model_name = col.store.manifest["model"]["model"]
-        groups = {t: col.duplicates(threshold=t) for t in THRESHOLDS}
+        groups = {t: col.duplicates(threshold=t, verify=False) for t in THRESHOLDS}
+        started = time.perf_counter()
+        col.duplicates(threshold=DEFAULT_THRESHOLD, verify=False)
+        seconds_plain = time.perf_counter() - started
+        started = time.perf_counter()
+        verified_groups = col.duplicates(threshold=DEFAULT_THRESHOLD, verify=True)
+        seconds_verified = time.perf_counter() - started
+        path_of = {i: p for i, p in zip(ids, paths, strict=True)}
     scores = vectors @ vectors.T
     with_index = {p: i for i, p in enumerate(paths)}
     hashes = [imagehash.phash(Image.open(p)) for p in paths]
@@ -131,7 +152,21 @@ def measure(out_dir: Path, model: str | None) -> dict[str, Any]:
             ),
         }
     precision = {str(t): _group_precision(groups[t], labels) for t in THRESHOLDS}
+    verification = _verification(
+        scores, copy_pairs, unrelated, labels, paths, [path_of[i] for i in ids]
+    )
+    for edit, pairs in copy_pairs.items():
+        per_edit[edit]["group_recall_verified_0.95"] = round(
+            _group_recall(verified_groups, pairs, paths), 3
+        )
+        per_edit[edit]["held_out"] = verification["held_out_per_edit"][edit]
     return {
+        "duplicates_seconds": {
+            "without_verification": round(seconds_plain, 2),
+            "with_verification": round(seconds_verified, 2),
+        },
+        "group_precision_verified_0.95": _group_precision(verified_groups, labels),
+        "verification": {k: v for k, v in verification.items() if k != "held_out_per_edit"},
         "model": model_name,
         "images": len(paths),
         "originals": sum(1 for src, e in labels.values() if not e and "distractor" not in src),
@@ -170,3 +205,116 @@ def _group_precision(groups: list[Any], labels: dict[str, tuple[str, str]]) -> d
         "groups_mixing_sources": mixed,
         "pair_precision": round(good / total, 4) if total else None,
     }
+
+
+def _verification(
+    scores: np.ndarray,
+    copy_pairs: dict[str, list[tuple[int, int]]],
+    unrelated: list[tuple[int, int]],
+    labels: dict[str, tuple[str, str]],
+    paths: list[str],
+    files: list[str],
+) -> dict[str, Any]:
+    """Verdicts for every copy pair and every unrelated candidate; the rule calibrated on
+    the validation half; recall per edit and false accepts on the held-out half."""
+    from lookalike.duplicates import CANDIDATE_FLOOR
+    from lookalike.verify import Verifier, VerifySettings
+
+    default = VerifySettings()
+    verifier = Verifier(lambda i: files[i], default)
+    sources = sorted({src for src, e in labels.values() if e})
+    validation = set(sources[0::2])
+    held_out = set(sources[1::2])
+    source = [labels[p][0] for p in paths]
+
+    def half_of(i: int, j: int) -> str | None:
+        names = {source[i], source[j]}
+        if not names & held_out:
+            return "validation"
+        if not names & validation:
+            return "held_out"
+        return None  # one image from each half: in neither
+
+    candidates = [ij for ij in unrelated if scores[ij] >= CANDIDATE_FLOOR]
+    started = time.perf_counter()
+    verdict = {(c, o): verifier.check(c, o) for pairs in copy_pairs.values() for c, o in pairs}
+    verdict.update({(i, j): verifier.check(i, j) for i, j in candidates})
+    seconds = time.perf_counter() - started
+
+    def found(pair: tuple[int, int], share: float, inliers: int) -> bool:
+        score = scores[pair]
+        if score >= DEFAULT_THRESHOLD:
+            return True
+        v = verdict[pair]
+        return bool(score >= CANDIDATE_FLOOR and v.inliers >= inliers and v.share >= share)
+
+    def evaluate(half: str, share: float, inliers: int) -> tuple[float, int]:
+        copies = [p for ps in copy_pairs.values() for p in ps if half_of(*p) == half]
+        recall = float(np.mean([found(p, share, inliers) for p in copies]))
+        wrong = sum(
+            found(p, share, inliers) and scores[p] < DEFAULT_THRESHOLD
+            for p in candidates
+            if half_of(*p) == half
+        )
+        return recall, int(wrong)
+
+    grid = [(s, n) for s in SHARES for n in INLIERS]
+    results = {rule: evaluate("validation", *rule) for rule in grid}
+    clean = [rule for rule in grid if results[rule][1] == 0]
+    chosen = _centre(clean, results) if clean else None
+    shipped = (default.min_share, default.min_inliers)
+    many = [p for p in candidates if verdict[p].inliers >= shipped[1]]
+    unrelated_top = sorted(many, key=lambda p: -verdict[p].share)[:3]
+    most_inliers = max(
+        (verdict[p].inliers for p in candidates if verdict[p].share >= shipped[0]), default=0
+    )
+    out: dict[str, Any] = {
+        "candidate_floor": CANDIDATE_FLOOR,
+        "validation_sources": len(validation),
+        "held_out_sources": len(held_out),
+        "unrelated_candidates": len(candidates),
+        "seconds_verifying_all": round(seconds, 1),
+        "chosen_on_validation": {"min_share": chosen[0], "min_inliers": chosen[1]}
+        if chosen
+        else None,
+        "shipped": {"min_share": shipped[0], "min_inliers": shipped[1]},
+        "validation_recall_chosen": round(results[chosen][0], 3) if chosen else None,
+        "held_out_chosen": _recall_wrong(evaluate("held_out", *chosen)) if chosen else None,
+        "held_out_shipped": _recall_wrong(evaluate("held_out", *shipped)),
+        "unrelated_most_inliers_at_shipped_share": most_inliers,
+        "unrelated_highest_share_at_shipped_inliers": [
+            {
+                "pair": [Path(paths[i]).name, Path(paths[j]).name],
+                "score": round(float(scores[i, j]), 4),
+                "matches": verdict[(i, j)].matches,
+                "inliers": verdict[(i, j)].inliers,
+                "share": round(verdict[(i, j)].share, 3),
+            }
+            for i, j in unrelated_top
+        ],
+        "held_out_per_edit": {},
+    }
+    for edit, pairs in copy_pairs.items():
+        mine = [p for p in pairs if half_of(*p) == "held_out"]
+        shares = [verdict[p].share for p in pairs if verdict[p].matches >= 3]
+        out["held_out_per_edit"][edit] = {
+            "copies": len(mine),
+            "cnn_only": round(float(np.mean([scores[p] >= DEFAULT_THRESHOLD for p in mine])), 3),
+            "with_verification": round(float(np.mean([found(p, *shipped) for p in mine])), 3),
+            "share_min_all": round(min(shares), 3) if shares else None,
+        }
+    return out
+
+
+def _recall_wrong(result: tuple[float, int]) -> dict[str, Any]:
+    return {"copy_recall": round(result[0], 3), "unrelated_accepted": result[1]}
+
+
+def _centre(rules: list[tuple[float, int]], results: dict[Any, tuple[float, int]]) -> Any:
+    """Of the rules with the best recall, the median share, then the median inliers."""
+    best = max(results[r][0] for r in rules)
+    top = [r for r in rules if results[r][0] == best]
+    shares = sorted({r[0] for r in top})
+    share = shares[(len(shares) - 1) // 2]
+    inliers = sorted(r[1] for r in top if r[0] == share)
+    return share, inliers[(len(inliers) - 1) // 2]

@@ -544,6 +544,10 @@ def test_duplicates_group_the_cat_copies(client: TestClient, col: Collection) ->
     for group in body:
         assert [col.get(i).path for i in group["ids"]] == group["paths"]
     assert_error(client.get("/api/duplicates", params={"threshold": 2}), 422, "threshold")
+    # verify=false: the CNN score alone, as `duplicates --no-verify`.
+    plain = client.get("/api/duplicates", params={"threshold": 0.9, "verify": "false"})
+    assert plain.json() == [g.to_json(with_id=True) for g in col.duplicates(0.9, verify=False)]
+    assert all(not m["verified"] for g in plain.json() for m in g["members"])
 
 
 def test_info(client: TestClient, col: Collection) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -15,11 +15,15 @@ from PIL import Image
 
 from lookalike.adapters import check_recorded_adapter, same_adapter
 from lookalike.duplicates import (
+    CANDIDATE_FLOOR,
+    CANDIDATE_K,
     SCORE_SLACK,
+    VERIFY_UP_TO,
     Links,
     leader_clusters,
     neighbour_batches,
     similar_links,
+    split_links,
 )
 from lookalike.errors import CollectionError, ImageReadError, ModelMismatchError
 from lookalike.images import absolute, load_image
@@ -65,6 +69,7 @@ class Collection:
         self.adapter_path = adapter
         self._embedder = embedder
         settings = store.manifest.get("index", {})
+        self.duplicates_note: str | None = None  # what the last duplicates call skipped
         self.indexes = IndexManager(
             store, kind=settings.get("kind", "auto"), memory_budget=settings.get("memory_budget")
         )
@@ -401,7 +406,11 @@ class Collection:
 
     # ----- near duplicates -------------------------------------------------------------
     def duplicates(
-        self, threshold: float = 0.95, k: int = 10, effort: float = DUPLICATES_EFFORT
+        self,
+        threshold: float = 0.95,
+        k: int = 10,
+        effort: float = DUPLICATES_EFFORT,
+        verify: bool = True,
     ) -> list[DuplicateGroup]:
         """Groups of images whose similarity to their group's representative is >= threshold
         (leader clustering over a k-NN graph, so groups never chain), largest first; each
@@ -409,23 +418,38 @@ class Collection:
 
         ``effort``: search width of an approximate index relative to its tuning (see
         IndexManager.search); the default trades time for missing fewer pairs.
+        ``verify``: also join pairs scoring below the threshold (down to CANDIDATE_FLOOR)
+        that local features show to be one image under an affine map (rotation, crop, flip,
+        grey; lookalike.verify); such members have ``verified`` set. Needs OpenCV; without
+        it this is skipped and ``duplicates_note`` says so.
         """
+        links, candidates, check = self._duplicate_links(threshold, k, effort, verify)
+        verified: set[tuple[int, int]] = set()
+
+        def confirm(a: int, b: int) -> bool:
+            if check is None or not check(a, b):
+                return False
+            verified.add(_key(a, b))
+            return True
+
         groups: list[DuplicateGroup] = []
-        for cluster in leader_clusters(self._links(threshold, k, effort)):
+        for cluster in leader_clusters(links, candidates, confirm):
             # Scores from the stored vectors, not the index: an approximate index's are
             # estimates, and a member must really be within the threshold.
             vectors = self.store.vectors_for(cluster.members).astype(np.float64)
             exact = (vectors @ vectors[0]).tolist()
-            members = [cluster.representative] + [
+            rep = cluster.representative
+            joined = {m for m in cluster.members[1:] if _key(rep, m) in verified}
+            members = [rep] + [
                 m
                 for m, s in zip(cluster.members[1:], exact[1:], strict=True)
-                if s >= threshold - SCORE_SLACK
+                if s >= threshold - SCORE_SLACK or m in joined
             ]
             if len(members) < 2:
                 continue
             score_of = dict(zip(cluster.members, exact, strict=True))
-            score_of[cluster.representative] = 1.0
-            group = [self._member(i, score_of[i]) for i in members]
+            score_of[rep] = 1.0
+            group = [self._member(i, score_of[i], i in joined) for i in members]
             by_id = sorted(group, key=lambda m: m.id)
             groups.append(
                 DuplicateGroup(
@@ -440,12 +464,18 @@ class Collection:
         return groups
 
     def duplicate_pairs(
-        self, threshold: float = 0.95, k: int = 10, effort: float = DUPLICATES_EFFORT
+        self,
+        threshold: float = 0.95,
+        k: int = 10,
+        effort: float = DUPLICATES_EFFORT,
+        verify: bool = True,
     ) -> list[DuplicatePair]:
-        """Every linked pair with similarity >= threshold (each pair once), best first.
-        Limited, like the groups, to each image's k nearest neighbours."""
-        links = self._links(threshold, k, effort)
-        pairs = list(links)
+        """Every linked pair with similarity >= threshold (each pair once), best first, plus
+        with ``verify`` the weaker pairs local features confirmed (``verified`` set), after
+        them. Limited, like the groups, to each image's k nearest neighbours."""
+        links, candidates, check = self._duplicate_links(threshold, k, effort, verify)
+        verified = {p for p in candidates if check is not None and check(*p)}
+        pairs = [*links, *verified]
         paths = self.store.ids_and_paths({i for pair in pairs for i in pair})
         out: list[DuplicatePair] = []
         for start in range(0, len(pairs), 4096):
@@ -453,10 +483,44 @@ class Collection:
             a = self.store.vectors_for([p[0] for p in chunk]).astype(np.float64)
             b = self.store.vectors_for([p[1] for p in chunk]).astype(np.float64)
             for (ia, ib), score in zip(chunk, np.einsum("ij,ij->i", a, b).tolist(), strict=True):
-                if score >= threshold - SCORE_SLACK:
-                    out.append(DuplicatePair(paths[ia], paths[ib], min(float(score), 1.0)))
-        out.sort(key=lambda p: (-p.score, p.a, p.b))
+                checked = (ia, ib) in verified
+                if score >= threshold - SCORE_SLACK or checked:
+                    out.append(DuplicatePair(paths[ia], paths[ib], min(float(score), 1.0), checked))
+        out.sort(key=lambda p: (p.verified, -p.score, p.a, p.b))
         return out
+
+    def _duplicate_links(
+        self, threshold: float, k: int, effort: float, verify: bool
+    ) -> tuple[Links, Links, Callable[[int, int], bool] | None]:
+        """Links >= threshold; with ``verify``, also the weaker candidates (down to
+        CANDIDATE_FLOOR) and the check that confirms one. Sets ``duplicates_note``."""
+        from lookalike import verify as local
+
+        self.duplicates_note = None
+        if not verify or not CANDIDATE_FLOOR < threshold <= VERIFY_UP_TO:
+            return self._links(threshold, k, effort), {}, None
+        if not local.available():
+            self.duplicates_note = (
+                f"verification of pairs below {threshold} skipped: OpenCV is not installed "
+                f"({local.INSTALL_HINT})"
+            )
+            return self._links(threshold, k, effort), {}, None
+        links, candidates = split_links(
+            self._links(CANDIDATE_FLOOR, max(k, CANDIDATE_K), effort), threshold
+        )
+        paths = self.store.ids_and_paths({i for pair in candidates for i in pair})
+        verifier = local.Verifier(lambda i: paths[i])
+
+        def check(a: int, b: int) -> bool:
+            passed = verifier.check(a, b).passes(verifier.settings)
+            if verifier.unreadable:
+                self.duplicates_note = (
+                    f"{len(verifier.unreadable)} file(s) could not be read for verification, "
+                    f"e.g. {verifier.unreadable[0]}"
+                )
+            return passed
+
+        return links, candidates, check
 
     def _links(self, threshold: float, k: int, effort: float) -> Links:
         if not -1.0 <= threshold <= 1.0:
@@ -472,9 +536,15 @@ class Collection:
         )
         return similar_links(batches, threshold)
 
-    def _member(self, image_id: int, score: float) -> GroupMember:
+    def _member(self, image_id: int, score: float, verified: bool = False) -> GroupMember:
         r = self.store.get(image_id)
-        return GroupMember(r.id, r.path, min(score, 1.0), r.width, r.height, r.size, r.mtime_ns)
+        return GroupMember(
+            r.id, r.path, min(score, 1.0), r.width, r.height, r.size, r.mtime_ns, verified
+        )
+
+
+def _key(a: int, b: int) -> tuple[int, int]:
+    return (a, b) if a < b else (b, a)
 
 
 def _read_or_recover_manifest(root: Path) -> dict[str, Any] | None:

@@ -49,25 +49,45 @@ def similar_links(batches: Iterable[tuple[IdArray, SearchHits]], threshold: floa
     return links
 
 
-def leader_clusters(links: Links) -> list[Cluster]:
+def leader_clusters(
+    links: Links,
+    candidates: Links | None = None,
+    verify: Callable[[int, int], bool] | None = None,
+) -> list[Cluster]:
     """Leader clustering over the link graph, largest groups first.
 
     The image with the most links (then the highest summed score, then the lowest id) leads
     the first group and takes every unassigned image it links to; repeat with what is left.
     An image whose links all go to images already taken joins no group through them, which
-    is the point: a chain A-B-C with A-C below threshold is never one group."""
-    neighbours: dict[int, dict[int, float]] = {}
-    for (a, b), score in links.items():
-        neighbours.setdefault(a, {})[b] = score
-        neighbours.setdefault(b, {})[a] = score
-    strength = {n: (len(nb), sum(nb.values())) for n, nb in neighbours.items()}
-    order = sorted(neighbours, key=lambda n: (-strength[n][0], -strength[n][1], n))
+    is the point: a chain A-B-C with A-C below threshold is never one group.
+
+    ``candidates``: weaker pairs that join only if ``verify(leader, member)`` says so. They
+    are checked lazily, only from a leader to an image still free, so pairs between two
+    images already grouped are never checked (most pairs, in a set with many copies).
+    Leaders are ordered by their links, then their candidates."""
+    candidates = candidates or {}
+    neighbours: dict[int, dict[int, tuple[bool, float]]] = {}
+    for pairs, firm in ((links, True), (candidates, False)):
+        for (a, b), score in pairs.items():
+            neighbours.setdefault(a, {})[b] = (firm, score)
+            neighbours.setdefault(b, {})[a] = (firm, score)
+
+    def strength(n: int) -> tuple[int, int, float]:
+        nb = neighbours[n].values()
+        return sum(f for f, _ in nb), sum(not f for f, _ in nb), sum(s for _, s in nb)
+
+    strengths = {n: strength(n) for n in neighbours}
+    order = sorted(neighbours, key=lambda n: (*(-x for x in strengths[n]), n))
     assigned: set[int] = set()
     clusters: list[Cluster] = []
     for leader in order:
         if leader in assigned:
             continue
-        free = [(s, m) for m, s in neighbours[leader].items() if m not in assigned]
+        free = [
+            (s, m)
+            for m, (firm, s) in neighbours[leader].items()
+            if m not in assigned and (firm or (verify is not None and verify(leader, m)))
+        ]
         if not free:
             continue
         free.sort(key=lambda t: (-t[0], t[1]))
@@ -96,3 +116,19 @@ def neighbour_batches(
     for start in range(0, len(ids), batch):
         chunk = ids[start : start + batch]
         yield chunk, search(vectors_of(chunk), k)
+
+
+# Second stage (lookalike.verify): pairs of the k-NN graph scoring below the threshold but at
+# least CANDIDATE_FLOOR are checked with local features. On the planted set 95% of 30-degree
+# rotations score >= 0.4 to their original and rank within its 20 nearest (BENCHMARKS.md).
+CANDIDATE_FLOOR = 0.4
+CANDIDATE_K = 20
+# Verification says "the same picture", not how close: a stricter threshold than the default
+# asks for closer copies than it can tell apart, so above this the score alone decides.
+VERIFY_UP_TO = 0.95
+
+
+def split_links(links: Links, threshold: float) -> tuple[Links, Links]:
+    """(links >= threshold, the weaker candidates)."""
+    strong = {pair: s for pair, s in links.items() if s >= threshold - SCORE_SLACK}
+    return strong, {pair: s for pair, s in links.items() if pair not in strong}

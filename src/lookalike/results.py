@@ -43,6 +43,7 @@ class GroupMember:
     height: int | None = None
     size: int = 0  # file size in bytes
     mtime_ns: int = 0
+    verified: bool = False  # joined by local-feature verification, score below threshold
 
     def to_json(self, with_id: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -51,6 +52,7 @@ class GroupMember:
             "width": self.width,
             "height": self.height,
             "size": self.size,
+            "verified": self.verified,
         }
         if with_id:
             out["id"] = self.id
@@ -60,11 +62,12 @@ class GroupMember:
 @dataclass(frozen=True)
 class DuplicateGroup:
     """One near-duplicate group. ``members[0]`` is the representative: every member is
-    within the threshold of it. ``keep`` is only a suggestion; lookalike never deletes."""
+    within the threshold of it or was verified against it by local features. ``keep`` is
+    only a suggestion; lookalike never deletes."""
 
     ids: list[int]  # sorted
     paths: list[str]  # in the order of ids
-    min_score: float  # weakest member's similarity to the representative
+    min_score: float  # weakest member's similarity (below threshold if one was verified)
     members: list[GroupMember] = field(default_factory=list)
     keep: str = ""
 
@@ -90,6 +93,7 @@ class DuplicatePair:
     a: str
     b: str
     score: float
+    verified: bool = False  # below the threshold, confirmed by local features
 
     def to_json(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "score": round(self.score, 6)}
+        return {"a": self.a, "b": self.b, "score": round(self.score, 6), "verified": self.verified}

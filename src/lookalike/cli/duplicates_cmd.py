@@ -28,34 +28,56 @@ from lookalike.cli.common import db_option, echo_index_note, emit_json, json_opt
     is_flag=True,
     help="List every pair with similarity >= THRESHOLD and its score instead of groups.",
 )
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Check pairs scoring below THRESHOLD (down to 0.4; for THRESHOLD <= 0.95) with "
+    "local features and join "
+    "those that are one image rotated, cropped, flipped or greyed (needs OpenCV).",
+)
 @json_option
 def duplicates_command(
-    db: Path | None, threshold: float, effort: float | None, pairs: bool, as_json: bool
+    db: Path | None,
+    threshold: float,
+    effort: float | None,
+    pairs: bool,
+    verify: bool,
+    as_json: bool,
 ) -> None:
     """Groups of near-duplicate images, largest first. Every member of a group has
-    similarity >= THRESHOLD to the group's representative (groups do not chain); each
-    group suggests a copy to keep (most pixels, then largest file, then oldest).
+    similarity >= THRESHOLD to the group's representative or, with --verify (the
+    default), was matched to it by local features ("verified"); groups do not chain.
+    Each group suggests a copy to keep (most pixels, then largest file, then oldest).
     Nothing is ever deleted or moved.
 
     \b
     Examples:
       lookalike duplicates --threshold 0.97 --json
-      lookalike duplicates --pairs --json   # [{"a", "b", "score"}], best first
+      lookalike duplicates --pairs --json   # [{"a", "b", "score", "verified"}]
+      lookalike duplicates --no-verify      # CNN score only: faster
     """
     from lookalike.collection import DUPLICATES_EFFORT, Collection
 
     with Collection.open(db) as col:
         if pairs:
-            found = col.duplicate_pairs(threshold=threshold, effort=effort or DUPLICATES_EFFORT)
+            found = col.duplicate_pairs(
+                threshold=threshold, effort=effort or DUPLICATES_EFFORT, verify=verify
+            )
         else:
-            groups = col.duplicates(threshold=threshold, effort=effort or DUPLICATES_EFFORT)
+            groups = col.duplicates(
+                threshold=threshold, effort=effort or DUPLICATES_EFFORT, verify=verify
+            )
         echo_index_note(col)
+        if col.duplicates_note:
+            click.echo(f"note: {col.duplicates_note}", err=True)
     if pairs:
         if as_json:
             emit_json([p.to_json() for p in found])
             return
         for pair in found:
-            click.echo(f"{pair.score:.4f}  {pair.a}  {pair.b}")
+            mark = "  verified" if pair.verified else ""
+            click.echo(f"{pair.score:.4f}  {pair.a}  {pair.b}{mark}")
         if not found:
             click.echo(f"no near duplicates at threshold {threshold}")
         return
@@ -66,6 +88,7 @@ def duplicates_command(
         click.echo(f"group {n}: {len(group.paths)} images, min score {group.min_score:.4f}")
         for member in group.members:
             mark = "keep" if member.path == group.keep else "    "
-            click.echo(f"  {mark} {member.score:.4f}  {member.path}")
+            how = "  (verified)" if member.verified else ""
+            click.echo(f"  {mark} {member.score:.4f}  {member.path}{how}")
     if not groups:
         click.echo(f"no near duplicates at threshold {threshold}")

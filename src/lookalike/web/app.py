@@ -246,11 +246,13 @@ def create_app(
     )
     def duplicates(
         threshold: Annotated[float, Query(ge=-1.0, le=1.0)] = 0.95,
+        verify: bool = True,
     ) -> Any:
         """Groups of near-duplicate images, largest first: every member has similarity >=
-        threshold to the group's representative (members[0]); `keep` is a suggestion
+        threshold to the group's representative (members[0]) or, with `verify` (needs
+        OpenCV), was matched to it by local features (`verified`); `keep` is a suggestion
         (most pixels, then largest file, then oldest). Nothing is deleted."""
-        return [g.to_json(with_id=True) for g in service.duplicates(threshold)]
+        return [g.to_json(with_id=True) for g in service.duplicates(threshold, verify)]
 
     @app.get("/api/info", tags=["collection"])
     def info() -> dict[str, Any]:

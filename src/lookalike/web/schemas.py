@@ -28,13 +28,20 @@ class DuplicateMemberOut(BaseModel):
     width: int | None
     height: int | None
     size: int = Field(description="file size in bytes")
+    verified: bool = Field(
+        default=False,
+        description="joined by local-feature verification (rotated, cropped, flipped or grey "
+        "copy); its score is below the threshold",
+    )
 
 
 class DuplicateGroupOut(BaseModel):
     paths: list[str] = Field(description="members in id order")
     min_score: float = Field(description="weakest member's similarity to the representative")
     ids: list[int]
-    representative: str = Field(description="path of members[0]; all are within threshold of it")
+    representative: str = Field(
+        description="path of members[0]; all are within threshold of it or verified against it"
+    )
     keep: str = Field(description="suggested copy to keep: most pixels, largest file, oldest")
     members: list[DuplicateMemberOut] = Field(description="representative first, then by score")
 

@@ -72,9 +72,9 @@ class CollectionService:
         with self._store_lock:
             return self.collection.count(), self.collection.records(offset, limit)
 
-    def duplicates(self, threshold: float) -> list[DuplicateGroup]:
+    def duplicates(self, threshold: float, verify: bool = True) -> list[DuplicateGroup]:
         with self._store_lock:
-            return self.collection.duplicates(threshold=threshold)
+            return self.collection.duplicates(threshold=threshold, verify=verify)
 
     def info(self) -> dict[str, Any]:
         with self._store_lock:

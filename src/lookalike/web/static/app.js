@@ -218,6 +218,11 @@ async function findDuplicates(event) {
           const line = el("span", { class: "line" },
             el("span", { class: "score", title: "cosine similarity to the representative",
               textContent: member.score.toFixed(4) }));
+          if (member.verified) {
+            line.append(el("span", { class: "verified",
+              title: "below the threshold, but local features match: a rotated, cropped, flipped or grey copy",
+              textContent: "verified" }));
+          }
           if (member.path === group.keep) {
             node.classList.add("keeper");
             line.append(el("span", { class: "keep", title: "suggested copy to keep (most pixels, largest file, oldest)",

@@ -1,0 +1,169 @@
+"""Second stage of `duplicates`: local features + geometric verification of candidate pairs.
+
+A global CNN vector moves a lot under rotation, grey scale and cropping (a 30-degree
+rotation scores ~0.6 to its original), so pairs the kNN graph finds at a loose score are
+checked here: SIFT keypoints of both images (matched as they are and mirrored, for flips),
+Lowe's ratio test, then a RANSAC affine fit. A copy made by re-saving, resizing, cropping,
+rotating, flipping or greying maps onto its original by one affine transform, so nearly all
+its matches are inliers; the same scene from another viewpoint (a stereo pair, a burst shot)
+has parallax, and under a tight reprojection error fewer than half fit.
+
+Needs OpenCV (the ``verify`` extra, ``opencv-python-headless``); without it ``available()``
+is False and `duplicates` says verification was skipped. Only candidate pairs are checked,
+and each image's features are computed once while they stay in a bounded cache.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lookalike.errors import ImageReadError
+from lookalike.images import load_image
+
+PairKey = tuple[int, int]
+INSTALL_HINT = "pip install 'lookalike[verify]' (opencv-python-headless)"
+
+# A SIFT descriptor is a 4 x 4 grid of 8-bin orientation histograms in the keypoint's frame.
+# Mirroring the image reflects that frame across the keypoint's orientation: grid rows swap
+# (r -> 3 - r) and angles negate (bin o -> -o mod 8). So the mirrored image's descriptors are
+# a permutation of these ones (checked: 521 of 528 matches inliers on a photo against its
+# mirror), and a flip costs no second SIFT pass; the affine fit handles the reflection.
+MIRROR = np.arange(128).reshape(4, 4, 8)[::-1][:, :, (8 - np.arange(8)) % 8].reshape(-1)
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """Calibrated on the validation half of benchmarks/duplicate_edits.py's planted set (see
+    BENCHMARKS.md, "Near duplicates per edit type"): copies kept >= 0.62 of their matches
+    as inliers, the other eye of a stereo photo <= 0.50."""
+
+    side: int = 512  # longer side the images are shrunk to (never enlarged)
+    features: int = 1000  # SIFT keypoints kept per image, strongest first
+    ratio: float = 0.8  # Lowe's ratio test
+    reprojection: float = 1.5  # RANSAC inlier distance in pixels at `side`
+    min_inliers: int = 30  # fewer: too little evidence (flat or tiny images)
+    min_share: float = 0.6  # inliers / ratio-test matches
+
+
+@dataclass(frozen=True)
+class Verdict:
+    matches: int  # ratio-test matches
+    inliers: int  # of those, consistent with one affine map
+    mirrored: bool  # found against the mirrored second image
+
+    @property
+    def share(self) -> float:
+        return self.inliers / self.matches if self.matches else 0.0
+
+    def passes(self, settings: VerifySettings) -> bool:
+        return self.inliers >= settings.min_inliers and self.share >= settings.min_share
+
+
+NO_MATCH = Verdict(0, 0, False)
+
+
+def available() -> bool:
+    """Whether OpenCV can be imported (checked without importing it)."""
+    return importlib.util.find_spec("cv2") is not None
+
+
+@dataclass(frozen=True)
+class Features:
+    points: np.ndarray  # (n, 2) float32 keypoint positions
+    descriptors: np.ndarray  # (n, 128) float32
+
+
+class Verifier:
+    """Checks pairs of images by id; ``path_of`` maps an id to its file."""
+
+    def __init__(
+        self,
+        path_of: Callable[[int], str],
+        settings: VerifySettings | None = None,
+        cache_size: int = 512,
+    ) -> None:
+        import cv2  # heavy, optional: imported only when verification runs
+
+        self._cv2: Any = cv2
+        self.settings = settings or VerifySettings()
+        self._path_of = path_of
+        self._sift = self._cv2.SIFT_create(nfeatures=self.settings.features)
+        self._matcher = self._cv2.BFMatcher(cv2.NORM_L2)
+        self._cache: OrderedDict[int, Features | None] = OrderedDict()
+        self._cache_size = cache_size
+        self.unreadable: list[str] = []  # files that could not be read (moved, damaged)
+
+    def check(self, a: int, b: int) -> Verdict:
+        """The better of a against b and a against mirrored b (tried only if needed)."""
+        straight = self._match(a, b, mirrored=False)
+        if straight.passes(self.settings):
+            return straight
+        flipped = self._match(a, b, mirrored=True)
+        if flipped.passes(self.settings):
+            return flipped
+        return max(straight, flipped, key=lambda v: (v.share, v.inliers))
+
+    def check_all(self, pairs: Iterable[PairKey]) -> dict[PairKey, Verdict]:
+        # Sorted so each image's features are reused while it is on one side of many pairs.
+        return {pair: self.check(*pair) for pair in sorted(pairs)}
+
+    def _match(self, a: int, b: int, mirrored: bool) -> Verdict:
+        fa, fb = self._features(a), self._features(b)
+        if fa is None or fb is None or len(fa.points) < 2 or len(fb.points) < 2:
+            return NO_MATCH
+        theirs = np.ascontiguousarray(fb.descriptors[:, MIRROR]) if mirrored else fb.descriptors
+        ratio = self.settings.ratio
+        knn = self._matcher.knnMatch(fa.descriptors, theirs, k=2)
+        pairs = [
+            (m[0].queryIdx, m[0].trainIdx)
+            for m in knn
+            if len(m) == 2 and m[0].distance < ratio * m[1].distance
+        ]
+        good = len(pairs)
+        if good < 3:  # an affine map needs 3 points
+            return Verdict(good, 0, mirrored)
+        ours, their = np.array(pairs).T
+        src, dst = fa.points[ours], fb.points[their]
+        cv2 = self._cv2
+        _, inliers = cv2.estimateAffine2D(
+            src,
+            dst,
+            method=cv2.RANSAC,
+            ransacReprojThreshold=self.settings.reprojection,
+            maxIters=2000,
+            confidence=0.99,
+        )
+        count = int(inliers.sum()) if inliers is not None else 0
+        return Verdict(good, count, mirrored)
+
+    def _features(self, image_id: int) -> Features | None:
+        if image_id in self._cache:
+            self._cache.move_to_end(image_id)
+            return self._cache[image_id]
+        found = self._compute(image_id)
+        self._cache[image_id] = found
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return found
+
+    def _compute(self, image_id: int) -> Features | None:
+        path = self._path_of(image_id)
+        side = self.settings.side
+        try:
+            image = load_image(path, min_side=side)
+        except (ImageReadError, OSError):
+            self.unreadable.append(path)
+            return None
+        image.thumbnail((side, side))
+        grey = np.asarray(image.convert("L"))
+        keypoints, descriptors = self._sift.detectAndCompute(grey, None)
+        if descriptors is None or not keypoints:
+            return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
+        points = np.array([k.pt for k in keypoints], dtype=np.float32)
+        return Features(points, descriptors)
