@@ -229,12 +229,9 @@ def _cached_vectors(
         try:
             with _open_cache(db, model, model_options, mirrored) as col:
                 report = col.index([root], batch_size=batch_size, progress=progress)
-                records = sorted(col.store.iter_records(), key=lambda r: r.path)
-                matrix = col.store.matrix()
-                vectors = np.ascontiguousarray(
-                    matrix[[r.row for r in records]] if records else matrix[:0], dtype=np.float32
-                )
-                identity = dict(col.store.manifest["model"])
+                records = sorted(col.backend.iter_records(), key=lambda r: r.path)
+                vectors = col.backend.vectors_for([r.id for r in records])
+                identity = dict(col.backend.manifest["model"])
             break
         except ModelMismatchError:
             # The cached vectors came from other weights (a replaced file): start over.

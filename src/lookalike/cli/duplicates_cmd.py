@@ -30,7 +30,7 @@ from lookalike.cli.common import db_option, echo_index_note, emit_json, json_opt
 )
 @json_option
 def duplicates_command(
-    db: Path | None, threshold: float, effort: float | None, pairs: bool, as_json: bool
+    db: Path | str | None, threshold: float, effort: float | None, pairs: bool, as_json: bool
 ) -> None:
     """Groups of near-duplicate images, largest first. Every member of a group has
     similarity >= THRESHOLD to the group's representative (groups do not chain); each

@@ -11,7 +11,7 @@ from lookalike.cli.common import db_option, emit_json, json_option
 @click.command("info")
 @db_option
 @json_option
-def info_command(db: Path | None, as_json: bool) -> None:
+def info_command(db: Path | str | None, as_json: bool) -> None:
     """What a collection holds: model, size on disk, skipped files, search index."""
     from lookalike.collection import Collection
 

@@ -38,7 +38,7 @@ from lookalike.results import QueryResult
 @json_option
 def search_command(
     queries: tuple[Path, ...],
-    db: Path | None,
+    db: Path | str | None,
     k: int,
     metric: str,
     all_images: bool,

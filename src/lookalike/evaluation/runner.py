@@ -207,12 +207,10 @@ def _index_cached(
 
     with Collection.open(root, model=model, model_options=options, create=True) as col:
         report = col.index(folders, batch_size=batch_size, progress=progress)
-        identity = dict(col.store.manifest["model"])
-        row_of = {r.path: r.row for r in col.store.iter_records()}
-        keep = np.array([p in row_of for p in wanted], dtype=bool)
-        rows = [row_of[p] for p in wanted if p in row_of]
-        # Copied out of the memory map before the collection closes.
-        vectors = np.ascontiguousarray(col.store.matrix()[rows], dtype=np.float32)
+        identity = dict(col.backend.manifest["model"])
+        id_of = {r.path: r.id for r in col.backend.iter_records()}
+        keep = np.array([p in id_of for p in wanted], dtype=bool)
+        vectors = col.backend.vectors_for([id_of[p] for p in wanted if p in id_of])
     return report, (keep, vectors), identity
 
 

@@ -55,13 +55,13 @@ class CollectionService:
     def search_id(self, image_id: int, k: int, metric: str) -> QueryResult | None:
         """More like this: neighbours of an indexed image; None when there is no such id."""
         with self._store_lock:
-            if self.collection.store.find(image_id) is None:
+            if self.collection.find(image_id) is None:
                 return None
             return self.collection.search_by_id([image_id], k, metric)[0]
 
     def find(self, image_id: int) -> ImageRecord | None:
         with self._store_lock:
-            return self.collection.store.find(image_id)
+            return self.collection.find(image_id)
 
     def page(self, offset: int, limit: int) -> tuple[int, list[ImageRecord]]:
         with self._store_lock:
