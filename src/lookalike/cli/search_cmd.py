@@ -24,6 +24,12 @@ from lookalike.results import QueryResult
 )
 @click.option("--all", "all_images", is_flag=True, help="List every indexed image's neighbours.")
 @click.option(
+    "--under",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Only images at or below this folder (with --all: those images, among themselves).",
+)
+@click.option(
     "--sheet",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -42,6 +48,7 @@ def search_command(
     k: int,
     metric: str,
     all_images: bool,
+    under: Path | None,
     sheet: Path | None,
     model: str | None,
     weights: Path | None,
@@ -59,6 +66,8 @@ def search_command(
       lookalike search cat.jpg -k 5
       lookalike search a.jpg b.png --json --sheet neighbours.png
       lookalike search --all -k 3 --json
+      lookalike search cat.jpg --under ~/Pictures/2024
+      lookalike search cat.jpg --db milvus-lite:///data/photos.db
     """
     from lookalike.collection import Collection
 
@@ -69,9 +78,9 @@ def search_command(
     ) as col:
         # --all streams: each batch of neighbours is printed as soon as it is found.
         results: Iterable[QueryResult] = (
-            col.search_all(k=k, metric=metric)
+            col.search_all(k=k, metric=metric, under=under)
             if all_images
-            else col.search(list(queries), k=k, metric=metric)
+            else col.search(list(queries), k=k, metric=metric, under=under)
         )
         if sheet is not None:
             from lookalike.sheet import contact_sheet

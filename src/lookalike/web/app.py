@@ -64,6 +64,8 @@ PAGE_CSP = (
 
 Metric = Literal["cosine", "euclidean"]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="number of results")]
+MAX_UNDER = 4096
+UNDER_HELP = "only images at or below this folder (absolute, as indexed)"
 # SQLite integers are 64-bit: a larger id or offset is a 422, not an OverflowError (500).
 INT64_MAX = 2**63 - 1
 ImageId = Annotated[int, PathParam(ge=-INT64_MAX - 1, le=INT64_MAX)]
@@ -144,6 +146,7 @@ def create_app(
         file: Annotated[UploadFile, File(description="the query image (JPEG, PNG, WebP...)")],
         k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
         metric: Annotated[Metric, Form()] = "cosine",
+        under: Annotated[str | None, Form(max_length=MAX_UNDER, description=UNDER_HELP)] = None,
     ) -> Any:
         """The k indexed images most like an uploaded image (multipart field `file`)."""
         name = _display_name(file.filename)
@@ -152,7 +155,7 @@ def create_app(
             decode_upload, data, limits, min_side=service.draft_size, name=name
         ).result()
         del data
-        return [service.search_image(image, name, k, metric).to_json(with_id=True)]
+        return [service.search_image(image, name, k, metric, under).to_json(with_id=True)]
 
     @app.get(
         "/api/search",
@@ -167,9 +170,10 @@ def create_app(
         ],
         k: K = 10,
         metric: Metric = "cosine",
+        under: Annotated[str | None, Query(max_length=MAX_UNDER, description=UNDER_HELP)] = None,
     ) -> Any:
         """More like this: the k images most like an indexed one (itself left out)."""
-        result = service.search_id(id, k, metric)
+        result = service.search_id(id, k, metric, under)
         if result is None:
             raise HTTPException(404, f"no image with id {id} in this collection")
         return [result.to_json(with_id=True)]

@@ -45,19 +45,23 @@ class CollectionService:
                 self._draft_size = self.collection.embedder.draft_size
         return self._draft_size
 
-    def search_image(self, image: Image.Image, label: str, k: int, metric: str) -> QueryResult:
+    def search_image(
+        self, image: Image.Image, label: str, k: int, metric: str, under: str | None = None
+    ) -> QueryResult:
         with self._model_lock:
             vectors = self.collection.embed_images([image])
         with self._store_lock:
-            hits = self.collection.search_vectors(vectors, k, metric)
+            hits = self.collection.search_vectors(vectors, k, metric, under=under)
         return QueryResult(label, hits[0])
 
-    def search_id(self, image_id: int, k: int, metric: str) -> QueryResult | None:
+    def search_id(
+        self, image_id: int, k: int, metric: str, under: str | None = None
+    ) -> QueryResult | None:
         """More like this: neighbours of an indexed image; None when there is no such id."""
         with self._store_lock:
             if self.collection.find(image_id) is None:
                 return None
-            return self.collection.search_by_id([image_id], k, metric)[0]
+            return self.collection.search_by_id([image_id], k, metric, under=under)[0]
 
     def find(self, image_id: int) -> ImageRecord | None:
         with self._store_lock:
