@@ -54,6 +54,7 @@ SEARCH_CHUNK = 64  # queries per search request
 MAX_K = 16384  # Milvus' top-k limit
 JOURNAL_PART = 60000  # characters per journal row (the value field holds 65535 bytes)
 LOCK_TTL = 600.0  # seconds: a lock row not refreshed for this long is another host's crash
+HEARTBEAT_S = 30.0  # how often a writer refreshes its lock row
 # Milvus Lite, IVF_FLAT: few lists, so small collections and young segments stay exact
 # enough; 16 of 128 lists searched gave recall@10 >= 0.95 at 100k (BENCHMARKS.md).
 LITE_INDEX = {"index_type": "IVF_FLAT", "params": {"nlist": 128}}
@@ -195,6 +196,8 @@ class MilvusBackend(StorageBackend):
         self.skips = location.name + "__skipped"
         self.meta = location.name + "__meta"
         self._lock_token: str | None = None
+        self._cached_state: dict[str, Any] | None = None
+        self._beat = 0.0
         for name in (self.images, self.skips, self.meta):
             self._call(self.client.load_collection, name)
         self.index_info: dict[str, Any] = self._meta_json("index") or {}
@@ -380,6 +383,8 @@ class MilvusBackend(StorageBackend):
         if (self._meta_json("lock") or {}).get("token") != token:
             raise CollectionError(f"{self.loc}: another lookalike process took the writer lock")
         self._lock_token = token
+        self._cached_state = None
+        self._beat = time.monotonic()
         self._recover()
 
     def unlock(self) -> None:
@@ -389,10 +394,13 @@ class MilvusBackend(StorageBackend):
         if held.get("token") == self._lock_token:
             self._meta_delete(["lock"])
         self._lock_token = None
+        self._cached_state = None
 
     def _heartbeat(self) -> None:
-        if self._lock_token is not None:
+        """Refresh the lock row now and then, so other hosts see the writer is alive."""
+        if self._lock_token is not None and time.monotonic() - self._beat > HEARTBEAT_S:
             self._meta_put("lock", json.dumps(_lock_row(self._lock_token)))
+            self._beat = time.monotonic()
 
     def close(self) -> None:
         with contextlib.suppress(CollectionError):
@@ -404,34 +412,47 @@ class MilvusBackend(StorageBackend):
 
     # ----- batches -----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
+        # The writer (lock held) is the only one changing the state: it keeps it in memory.
+        if self._lock_token is not None and self._cached_state is not None:
+            return self._cached_state
         state: dict[str, Any] = self._meta_json("state") or {
             "next_id": 1,
             "batch": 0,
             "journal": None,
         }
+        if self._lock_token is not None:
+            self._cached_state = state
         return state
 
+    def _put_state(self, state: dict[str, Any]) -> None:
+        self._meta_put("state", json.dumps(state))
+        self._cached_state = state if self._lock_token is not None else None
+
     def _begin(self, op: str, payload: dict[str, Any], rows: int, next_id: int) -> dict[str, Any]:
-        """Write a batch's intent; from here a crash is finished or undone by _recover."""
-        state = self._state()
-        batch = int(state["batch"]) + 1
+        """Write a batch's intent; from here a crash is finished or undone by _recover.
+        A small intent rides in the state row itself (one write), a big one in parts."""
+        batch = int(self._state()["batch"]) + 1
+        journal: dict[str, Any] = {"batch": batch, "op": op, "parts": 0, "rows": rows}
         text = json.dumps(payload)
-        parts = [text[i : i + JOURNAL_PART] for i in range(0, len(text), JOURNAL_PART)] or [""]
-        for i, part in enumerate(parts):
-            self._meta_put(f"journal:{batch}:{i}", part)
-        journal = {"batch": batch, "op": op, "parts": len(parts), "rows": rows}
-        self._meta_put(
-            "state", json.dumps({"next_id": next_id, "batch": batch, "journal": journal})
-        )
+        if len(text) <= JOURNAL_PART:
+            journal["inline"] = payload
+        else:
+            parts = [text[i : i + JOURNAL_PART] for i in range(0, len(text), JOURNAL_PART)]
+            for i, part in enumerate(parts):
+                self._meta_put(f"journal:{batch}:{i}", part)
+            journal["parts"] = len(parts)
+        self._put_state({"next_id": next_id, "batch": batch, "journal": journal})
         return journal
 
     def _end(self, journal: dict[str, Any]) -> None:
-        state = self._state()
-        self._meta_put("state", json.dumps({**state, "journal": None}))
+        self._put_state({**self._state(), "journal": None})
         self._meta_delete([f"journal:{journal['batch']}:{i}" for i in range(journal["parts"])])
         self._heartbeat()
 
     def _payload(self, journal: dict[str, Any]) -> dict[str, Any]:
+        if "inline" in journal:
+            inline: dict[str, Any] = journal["inline"]
+            return inline
         keys = [f"journal:{journal['batch']}:{i}" for i in range(journal["parts"])]
         rows = self._call(self.client.get, self.meta, ids=keys, output_fields=["key", "value"])
         text = {r["key"]: r["value"] for r in rows}
@@ -548,10 +569,12 @@ class MilvusBackend(StorageBackend):
             self._call(self.client.delete, self.images, filter=f"id in {chunk}")
 
     def _delete_skipped(self, paths: Sequence[str]) -> None:
+        # Looked up first: a read is cheaper than a delete, and most paths aren't there.
         for start in range(0, len(paths), GET_CHUNK):
             chunk = paths[start : start + GET_CHUNK]
             expr = "path in [" + ",".join(_lit(_enc(p)) for p in chunk) + "]"
-            self._call(self.client.delete, self.skips, filter=expr)
+            if self._call(self.client.query, self.skips, filter=expr, output_fields=["path"]):
+                self._call(self.client.delete, self.skips, filter=expr)
 
     # ----- reading -----------------------------------------------------------------------
     def _count(self, expr: str = "") -> int:
