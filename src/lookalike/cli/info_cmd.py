@@ -62,5 +62,5 @@ def _index_line(index: dict[str, Any]) -> str:
     if index.get("note"):
         parts.append(index["note"])
     if index.get("up_to_date") is False:
-        parts.append("out of date: the next search or index run updates it")
+        parts.append("out of date: searches are exact until the next `lookalike index` run")
     return "; ".join(parts)

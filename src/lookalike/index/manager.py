@@ -133,7 +133,8 @@ class IndexManager:
             return report
 
     def search(self, queries: FloatArray, k: int, effort: float = 1.0) -> SearchHits:
-        """Top-k image ids by cosine similarity (exact scores), padded with id -1.
+        """Top-k image ids by cosine similarity (exact scores), padded with id -1. Never
+        builds or writes: a stale or missing index means exact search (see _ensure_ready).
 
         ``effort`` multiplies the tuned search width of approximate kinds (HNSW efSearch,
         IVF nprobe, the re-ranked shortlist): more finds more of the true neighbours, at
@@ -514,7 +515,9 @@ class IndexManager:
 
     # ===== searching ======================================================================
     def _ensure_ready(self) -> None:
-        """Load the persisted index (memory-mapped) or, if stale or missing, sync first.
+        """Load the persisted index (memory-mapped); if it is stale, missing or damaged,
+        search exactly instead. A search never builds or writes an index: that is the
+        explicit last step of `lookalike index` (sync).
 
         A process that lives long (the web server) sees other processes' syncs: index.json
         is replaced by each one, so a changed stamp means our view is out of date.
@@ -533,27 +536,35 @@ class IndexManager:
                 self._index = _load(meta["kind"], folder, meta["params"], mmap=True)
                 self._lookup = np.load(folder / ROWS_FILE, mmap_mode="r")
             except (OSError, RuntimeError, ValueError) as exc:
-                # Replaced by a concurrent sync, or damaged: rebuild our view below.
+                # Replaced by a concurrent sync, or damaged: search the vectors instead.
                 fresh = False
                 self.note = f"{folder}: index unreadable ({_first_line(exc)})"
         if not fresh or meta is None:
-            if self.store.read_only:
-                # Nothing can be written here: search the vector file exactly, in memory.
-                self.note = (self.note + "; " if self.note else "") + (
-                    "searching exactly (the collection is read-only, its index can't be updated)"
+            if self.note is not None or self.store.read_only or self._wants_approximate(meta):
+                why = (
+                    "the collection is read-only, its index can't be updated"
+                    if self.store.read_only
+                    else "until the next `lookalike index` has rebuilt the index"
                 )
-                self._meta = None
-                self._row_ids = None
-                self._ready = True
-                self._disk_stamp = stamp
-                return
-            self.sync()
-            if self.note:
-                self.note += "; rebuilt from the vectors"
+                stale = "" if self.note else "the index is out of date; "
+                self.note = (self.note + "; " if self.note else "") + (
+                    f"{stale}searching exactly ({why})"
+                )
+            self._meta = None
+            self._row_ids = None
+            self._ready = True
+            self._disk_stamp = stamp
             return
         self._meta = meta
         self._ready = True
         self._disk_stamp = stamp
+
+    def _wants_approximate(self, meta: dict[str, Any] | None) -> bool:
+        """Whether a sync would give this collection an approximate index (exact search
+        in the meantime is then slower than the user expects, so it is said)."""
+        if meta is not None and meta.get("kind") != "exact":
+            return True
+        return self.store.count() >= MIN_APPROX and self.kind != "exact"
 
     def _exact(self, q: FloatArray, k: int) -> SearchHits:
         if self._row_ids is None:
