@@ -314,3 +314,33 @@ def test_milvus_half_written_batch_is_undone_or_finished(tmp_path: Path, arrived
             assert paths == ["/x/old.png"] and backend.by_path("/x/old.png").id == old.id
         assert backend._state()["journal"] is None
         backend.unlock()
+
+
+def test_rest_api_under_and_browse(backend_db: str, album: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from lookalike.web.app import create_app
+
+    with _open(backend_db) as col:
+        col.index([album])
+        query_id = col.store.by_path(str(album / "axb" / "2.png")).id
+    with TestClient(create_app(backend_db)) as client:
+        folder = str(album / "a_b")
+        got = client.get("/api/search", params={"id": query_id, "k": 20, "under": folder})
+        assert got.status_code == 200, got.text
+        results = got.json()[0]["results"]
+        assert len(results) == 5 and all(Path(r["path"]).parent.name == "a_b" for r in results)
+        everything = client.get("/api/search", params={"id": query_id, "k": 20}).json()
+        assert len(everything[0]["results"]) == 9
+        upload = (album / "axb" / "3.png").read_bytes()
+        posted = client.post(
+            "/api/search",
+            files={"file": ("q.png", upload, "image/png")},
+            data={"k": "3", "under": folder},
+        )
+        assert posted.status_code == 200, posted.text
+        assert all(Path(r["path"]).parent.name == "a_b" for r in posted.json()[0]["results"])
+        page = client.get("/api/images", params={"offset": 2, "limit": 4}).json()
+        assert page["total"] == 10 and len(page["images"]) == 4
+        info = client.get("/api/info").json()
+        assert info["count"] == 10 and info["backend"] in ("folder", "milvus-lite", "milvus")
