@@ -344,3 +344,16 @@ def test_rest_api_under_and_browse(backend_db: str, album: Path) -> None:
         assert page["total"] == 10 and len(page["images"]) == 4
         info = client.get("/api/info").json()
         assert info["count"] == 10 and info["backend"] in ("folder", "milvus-lite", "milvus")
+
+
+def test_image_read_error_has_path_and_reason(tmp_path: Path) -> None:
+    from lookalike.errors import ImageReadError
+    from lookalike.images import load_image
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    with pytest.raises(ImageReadError) as info:
+        load_image(bad)
+    assert info.value.path == str(bad)
+    assert info.value.reason == "not an image (format not recognised)"
+    assert str(info.value) == f"{bad}: not an image (format not recognised)"
