@@ -357,3 +357,14 @@ def test_image_read_error_has_path_and_reason(tmp_path: Path) -> None:
     assert info.value.path == str(bad)
     assert info.value.reason == "not an image (format not recognised)"
     assert str(info.value) == f"{bad}: not an image (format not recognised)"
+
+
+def test_eval_keeps_its_embeddings_in_the_db(
+    backend_db: str, album: Path, cli_json: Callable[..., Any]
+) -> None:
+    first = cli_json("eval", album, "--db", backend_db, "--model", TEST_MODEL, "-k", "2")
+    assert first["queries"] == 10 and 0.0 <= first["precision_at_k"] <= 1.0
+    with Collection.open(backend_db) as col:
+        assert col.count() == 10
+    again = cli_json("eval", album, "--db", backend_db, "--model", TEST_MODEL, "-k", "2")
+    assert again["precision_at_k"] == first["precision_at_k"]
