@@ -368,3 +368,20 @@ def test_eval_keeps_its_embeddings_in_the_db(
         assert col.count() == 10
     again = cli_json("eval", album, "--db", backend_db, "--model", TEST_MODEL, "-k", "2")
     assert again["precision_at_k"] == first["precision_at_k"]
+
+
+def test_rest_duplicates_run_on_their_own_connection(backend_db: str, album: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from lookalike.web.app import create_app
+
+    shutil.copy(album / "a_b" / "1.png", album / "axb" / "dup.png")
+    with _open(backend_db) as col:
+        col.index([album])
+    with TestClient(create_app(backend_db)) as client:
+        for _ in range(2):  # the job's collection is opened and closed each time
+            groups = client.get("/api/duplicates").json()
+            assert [sorted(Path(p).name for p in g["paths"]) for g in groups] == [
+                ["1.png", "dup.png"]
+            ]
+        assert client.get("/api/info").json()["count"] == 11  # the server's own still works

@@ -97,6 +97,7 @@ def _is_under(path: str, root: str, prefix: str) -> bool:
 
 
 _CLIENTS: dict[str, Any] = {}
+_USERS: dict[str, int] = {}  # backends open on each client (the web server opens two)
 
 
 def _connect(location: MilvusLocation) -> Any:
@@ -171,6 +172,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _release(location: MilvusLocation) -> None:
+    users = _USERS.get(location.uri, 0) - 1
+    if users > 0:
+        _USERS[location.uri] = users
+        return
+    _USERS.pop(location.uri, None)
     client = _CLIENTS.pop(location.uri, None)
     if client is None:
         return
@@ -190,6 +196,7 @@ class MilvusBackend(StorageBackend):
     def __init__(self, location: MilvusLocation, client: Any, manifest: dict[str, Any]) -> None:
         self.loc = location
         self.client = client
+        _USERS[location.uri] = _USERS.get(location.uri, 0) + 1
         self.manifest = manifest
         self.dim = int(manifest["model"]["dim"])
         self.images = location.name

@@ -92,7 +92,11 @@ def create_app(
     """
     limits = limits or UploadLimits()
     thumbs = thumbnails or ThumbnailCache()
-    service = CollectionService(Collection.open(db, model_options=model_options, adapter=adapter))
+
+    def open_collection() -> Collection:
+        return Collection.open(db, model_options=model_options, adapter=adapter)
+
+    service = CollectionService(open_collection(), reopen=open_collection)
     try:
         if warm_up:
             service.warm_up()

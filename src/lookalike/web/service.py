@@ -13,6 +13,7 @@ reloads its view of the index before the next search.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
@@ -23,8 +24,13 @@ from lookalike.store import ImageRecord
 
 
 class CollectionService:
-    def __init__(self, collection: Collection) -> None:
+    def __init__(
+        self, collection: Collection, reopen: Callable[[], Collection] | None = None
+    ) -> None:
+        """``reopen``: opens the same collection again; long jobs (duplicates) then run on
+        their own connection instead of holding the store lock for their whole run."""
         self.collection = collection
+        self._reopen = reopen
         self._store_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._draft_size: int | None = None
@@ -72,8 +78,12 @@ class CollectionService:
             return self.collection.count(), self.collection.records(offset, limit)
 
     def duplicates(self, threshold: float) -> list[DuplicateGroup]:
-        with self._store_lock:
-            return self.collection.duplicates(threshold=threshold)
+        if self._reopen is None:
+            with self._store_lock:
+                return self.collection.duplicates(threshold=threshold)
+        # A k-NN pass over the whole collection: searches and browsing go on meanwhile.
+        with self._reopen() as job:
+            return job.duplicates(threshold=threshold)
 
     def info(self) -> dict[str, Any]:
         with self._store_lock:
