@@ -32,32 +32,16 @@ import numpy as np
 from lookalike.errors import IndexBuildError
 from lookalike.index.base import SearchHits
 from lookalike.index.budget import (
-    HNSW_M,
     KINDS,
     MIN_APPROX,
     choose_kind,
     default_budget,
     exact_fits,
-    ivf_nlist,
     parse_memory_budget,
-    pq_m,
 )
+from lookalike.index.builders import Approx, builder_for, scaled_shortlist
 from lookalike.index.exact import topk_blockwise
-from lookalike.index.hnsw import HNSWIndex
-from lookalike.index.ivfpq import IVFPQIndex, pq_nbits
-from lookalike.index.rerank import exact_scores, rerank
-from lookalike.index.tuning import (
-    TARGET_RECALL,
-    Tuned,
-    hnsw_configs,
-    hnsw_cost,
-    hnsw_probes,
-    holdout_size,
-    ivfpq_cost,
-    ivfpq_probes,
-    tune,
-    tune_shortlist,
-)
+from lookalike.index.tuning import TARGET_RECALL, Tuned, holdout_size
 from lookalike.store import Store, write_json_atomic
 from lookalike.vectors import FloatArray, IdArray
 
@@ -69,16 +53,10 @@ GENERATION_PREFIX = "index-"
 ROWS_FILE = "rows.npy"
 FORMAT = 1
 
-REBUILD_DELETED = 0.2  # hnsw: rebuild once a fifth of the graph is deleted entries
 REBUILD_GROWTH = 2.0  # rebuild and re-tune when the collection doubled or halved
 ADD_CHUNK = 32768
-HNSW_EF_CONSTRUCTION = 40
-# hnsw-sq8 re-ranks a shortlist exactly: 8-bit scores misorder near-ties, and a longer
-# shortlist fixes that more cheaply than a wider graph search.
-SQ8_SHORTLISTS = (10, 20, 30, 40, 60, 80)
 
 ProgressFn = Callable[[int, int], None]  # (vectors added, total to add)
-Approx = HNSWIndex | IVFPQIndex
 
 
 class IndexManager:
@@ -151,7 +129,7 @@ class IndexManager:
         if meta is None or meta["kind"] == "exact" or self._index is None:
             return self._exact(q, k)
         params = meta["params"]
-        shortlist = _scaled_shortlist(int(params.get("shortlist", 10)), k)
+        shortlist = scaled_shortlist(int(params.get("shortlist", 10)), k)
         if shortlist >= len(self._index):
             return self._exact(q, k)  # the whole collection: exact is as cheap, and perfect
         return self._approx_search(self._index, q, k, _with_effort(params, effort))
@@ -293,68 +271,19 @@ class IndexManager:
     def _build_approximate(
         self, kind: str, row_ids: IdArray, lookup: np.ndarray, progress: ProgressFn | None
     ) -> tuple[Approx, Tuned]:
+        builder = builder_for(kind)
         rng = np.random.default_rng(self.seed)
         live = lookup[0]
         held = np.sort(rng.choice(live, size=holdout_size(len(live)), replace=False))
         build_ids = np.setdiff1d(live, held, assume_unique=True)
-        dim = self.store.dim
-        index: Approx
-        if kind == "ivfpq":
-            nlist = ivf_nlist(len(build_ids))
-            n_train = min(len(build_ids), IVFPQIndex.train_size(nlist))
-            index = IVFPQIndex(dim, nlist=nlist, m=pq_m(dim), nbits=pq_nbits(n_train))
-            sample = np.sort(rng.choice(build_ids, size=n_train, replace=False))
-            index.train(self._vectors_of(sample), seed=self.seed)
-        else:
-            index = HNSWIndex(
-                dim, m=HNSW_M, sq8=kind == "hnsw-sq8", ef_construction=HNSW_EF_CONSTRUCTION
-            )
-            if index.sq8:
-                n_train = min(len(build_ids), 100_000)
-                index.train(self._vectors_of(np.sort(rng.choice(build_ids, n_train, False))))
+        index = builder.create(self.store.dim, build_ids, rng, self._vectors_of, self.seed)
         self._add_in_chunks(index, build_ids, progress, total=len(live))
-
         # Tune on the held-out vectors against exact search over what is indexed so far.
         queries = self._vectors_of(held)
         masked = np.where(np.isin(row_ids, held), -1, row_ids)
         truth = topk_blockwise(self.store.matrix(), masked, queries, 10)
-        if isinstance(index, IVFPQIndex):
-            ivf = index
-
-            def candidates(q: FloatArray, probe: dict[str, Any], width: int) -> FloatArray:
-                hits = ivf.search(q, width, nprobe=int(probe["nprobe"]))
-                return exact_scores(q, hits.ids, self._vectors_of)
-
-            cost = ivfpq_cost(len(build_ids), dim, ivf.nlist, ivf.m)
-            probes = ivfpq_probes(ivf.nlist)
-            tuned = tune_shortlist(
-                probes, candidates, cost, queries, truth.scores, self.target_recall
-            )
-        elif index.sq8:
-            sq8 = index
-
-            def sq8_candidates(q: FloatArray, probe: dict[str, Any], width: int) -> FloatArray:
-                hits = sq8.search(q, width, ef_search=max(int(probe["ef_search"]), width))
-                return exact_scores(q, hits.ids, self._vectors_of)
-
-            cost = hnsw_cost(dim, HNSW_M)
-            tuned = tune_shortlist(
-                hnsw_probes(max(SQ8_SHORTLISTS)),
-                sq8_candidates,
-                cost,
-                queries,
-                truth.scores,
-                self.target_recall,
-                shortlists=SQ8_SHORTLISTS,
-            )
-        else:
-            graph = index
-
-            def searcher(q: FloatArray, params: dict[str, Any], k: int) -> SearchHits:
-                return self._approx_search(graph, q, k, params)
-
-            tuned = tune(hnsw_configs(10), searcher, queries, truth.scores, self.target_recall)
-        _apply_params(index, tuned.params)
+        tuned = builder.tune(index, queries, truth.scores, self.target_recall, self._vectors_of)
+        builder.apply(index, tuned.params)
         index.add(held, queries)
         if progress is not None:
             progress(len(live), len(live))
@@ -390,8 +319,9 @@ class IndexManager:
             )
             return report
         folder = self.store.root / meta["dir"]
+        builder = builder_for(kind)
         try:
-            index = _load(kind, folder, meta["params"], mmap=False)
+            index = builder.load(folder, meta["params"], mmap=False)
         except (OSError, RuntimeError, ValueError) as exc:
             # A truncated or damaged index.faiss: the vectors are the source of truth.
             report["rebuild_reason"] = f"{folder}: damaged index ({_first_line(exc)}); rebuilt"
@@ -402,14 +332,10 @@ class IndexManager:
         live = lookup[0]
         remove = np.setdiff1d(indexed, live, assume_unique=True)
         add = np.setdiff1d(live, indexed, assume_unique=True)
-        if isinstance(index, HNSWIndex):
-            dead = np.count_nonzero(index.deleted) + len(remove)
-            if dead > REBUILD_DELETED * (len(index.deleted) + len(add)):
-                report["rebuild_reason"] = (
-                    f"compaction: {dead} of {len(index.deleted) + len(add)} graph entries "
-                    "would be deleted ones"
-                )
-                return report
+        why = builder.rebuild_for_removals(index, len(remove), len(add))
+        if why is not None:
+            report["rebuild_reason"] = why
+            return report
         self._lookup = lookup
         index.remove(remove)
         self._add_in_chunks(index, add, progress, total=len(add))
@@ -419,7 +345,7 @@ class IndexManager:
             "added_since_build": int(meta.get("added_since_build", 0)) + len(add),
             "removed_since_build": int(meta.get("removed_since_build", 0)) + len(remove),
         }
-        only_removals = isinstance(index, HNSWIndex) and len(add) == 0
+        only_removals = builder.files_unchanged_by_removals() and len(add) == 0
         self._commit(meta, index, row_ids, lookup, unchanged_from=folder if only_removals else None)
         report.update(added=len(add), removed=len(remove), count=len(index))
         return report
@@ -446,10 +372,7 @@ class IndexManager:
         if index is not None:
             folder = root / f"{GENERATION_PREFIX}{time.time_ns()}"
             folder.mkdir()
-            if isinstance(index, HNSWIndex):
-                index.save(folder, index_unchanged_from=unchanged_from)
-            else:
-                index.save(folder)
+            builder_for(meta["kind"]).save(index, folder, unchanged_from)
             np.save(folder / ROWS_FILE, lookup)
             _fsync_folder(folder)
             meta["dir"] = folder.name
@@ -533,7 +456,7 @@ class IndexManager:
         if meta is not None and fresh and meta["kind"] != "exact":
             folder = self.store.root / str(meta.get("dir"))
             try:
-                self._index = _load(meta["kind"], folder, meta["params"], mmap=True)
+                self._index = builder_for(meta["kind"]).load(folder, meta["params"], mmap=True)
                 self._lookup = np.load(folder / ROWS_FILE, mmap_mode="r")
             except (OSError, RuntimeError, ValueError) as exc:
                 # Replaced by a concurrent sync, or damaged: search the vectors instead.
@@ -576,15 +499,7 @@ class IndexManager:
     def _approx_search(
         self, index: Approx, q: FloatArray, k: int, params: dict[str, Any]
     ) -> SearchHits:
-        shortlist = _scaled_shortlist(int(params["shortlist"]), k)
-        if isinstance(index, IVFPQIndex):
-            hits = index.search(q, shortlist, nprobe=int(params["nprobe"]))
-        else:
-            ef = max(int(params["ef_search"]), shortlist)
-            hits = index.search(q, shortlist, ef_search=ef)
-            if not index.sq8:  # float32 graph: its scores are already exact
-                return SearchHits(scores=hits.scores[:, :k], ids=hits.ids[:, :k])
-        return rerank(q, hits.ids, self._vectors_of, k)
+        return builder_for(index.kind).search(index, q, k, params, self._vectors_of)
 
     def _vectors_of(self, ids: IdArray) -> FloatArray:
         """Stored vectors of these image ids (read from the memory-mapped vector file)."""
@@ -629,26 +544,6 @@ def _with_effort(params: dict[str, Any], effort: float) -> dict[str, Any]:
     if "nlist" in out and "nprobe" in out:
         out["nprobe"] = min(out["nprobe"], int(out["nlist"]))
     return out
-
-
-def _scaled_shortlist(shortlist: int, k: int) -> int:
-    """Shortlists are tuned for k = 10; a larger k gets a proportionally longer one."""
-    return max(shortlist, -(-shortlist * k // 10), k)
-
-
-def _apply_params(index: Approx, params: dict[str, Any]) -> None:
-    if isinstance(index, IVFPQIndex):
-        index.nprobe = int(params["nprobe"])
-    else:
-        index.ef_search = int(params["ef_search"])
-
-
-def _load(kind: str, folder: Path, params: dict[str, Any], mmap: bool) -> Approx:
-    if kind in ("hnsw", "hnsw-sq8"):
-        return HNSWIndex.load(folder, params, mmap=mmap)
-    if kind == "ivfpq":
-        return IVFPQIndex.load(folder, params, mmap=mmap)
-    raise IndexBuildError(f"unknown index kind {kind!r} in index.json; choose one of {KINDS}")
 
 
 def _fsync_folder(folder: Path) -> None:
