@@ -13,15 +13,16 @@ old one, so a crash leaves either the old or the new index, never a mix.
 
 Search is ``index.search(q, shortlist)`` then, for quantised kinds, exact re-ranking of
 the shortlist from the memory-mapped vector file (rerank.py): scores are always exact.
+
+The jobs around it live apart: deciding the kind and when to rebuild (policy.py), what is
+specific to each kind (builders.py), the generation folders and their freshness stamp
+(generations.py). This module sequences them: sync (build or update), search, describe.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,30 +31,26 @@ from typing import Any
 import numpy as np
 
 from lookalike.errors import IndexBuildError
+from lookalike.index import generations
 from lookalike.index.base import SearchHits
 from lookalike.index.budget import (
     KINDS,
     MIN_APPROX,
-    choose_kind,
     default_budget,
-    exact_fits,
     parse_memory_budget,
 )
 from lookalike.index.builders import Approx, builder_for, scaled_shortlist
 from lookalike.index.exact import topk_blockwise
+from lookalike.index.generations import ROWS_FILE, meta_stamp, publish, read_meta
+from lookalike.index.policy import missed_target, rebuild_reason, target_kind
 from lookalike.index.tuning import TARGET_RECALL, Tuned, holdout_size
-from lookalike.store import Store, write_json_atomic
+from lookalike.store import Store
 from lookalike.vectors import FloatArray, IdArray
 
 __all__ = ["IndexManager", "parse_memory_budget"]
 
-META_FILE = "index.json"
 LOCK_FILE = "index.lock"
-GENERATION_PREFIX = "index-"
-ROWS_FILE = "rows.npy"
-FORMAT = 1
 
-REBUILD_GROWTH = 2.0  # rebuild and re-tune when the collection doubled or halved
 ADD_CHUNK = 32768
 
 ProgressFn = Callable[[int, int], None]  # (vectors added, total to add)
@@ -161,39 +158,12 @@ class IndexManager:
         out["up_to_date"] = self._is_fresh(meta)
         return out
 
-    # ===== deciding =======================================================================
+    # ===== deciding (policy.py) ==========================================================
     def _target_kind(self, n: int, meta: dict[str, Any] | None) -> str:
-        if n < MIN_APPROX:
-            return "exact"
-        if self.kind == "auto":
-            # auto fell back to exact because tuning missed its target: stay until the
-            # collection has grown enough to be worth tuning again (as for a rebuild).
-            fallback = (meta or {}).get("fallback")
-            if (
-                meta
-                and meta["kind"] == "exact"
-                and fallback
-                and n < REBUILD_GROWTH * int(fallback["count"])
-                and exact_fits(n, self.store.dim, self.memory_budget)
-            ):
-                return "exact"
-            current = meta["kind"] if meta else None
-            return choose_kind(n, self.store.dim, self.memory_budget, current)
-        return self.kind
+        return target_kind(self.kind, n, self.store.dim, self.memory_budget, meta)
 
     def _rebuild_reason(self, meta: dict[str, Any] | None, target: str, n: int) -> str | None:
-        if meta is None:
-            return "no index yet"
-        if meta["kind"] != target:
-            return f"index kind changes from {meta['kind']} to {target}"
-        if target == "exact":
-            return None
-        if meta.get("dir") is None or not (self.store.root / meta["dir"]).is_dir():
-            return "index files are missing"
-        built = max(1, int(meta.get("built_count", 0)))
-        if n >= REBUILD_GROWTH * built or n * REBUILD_GROWTH <= built:
-            return f"collection changed from {built} to {n} vectors since the index was tuned"
-        return None
+        return rebuild_reason(meta, target, n, self.store.root)
 
     # ===== building =======================================================================
     def _build(
@@ -223,7 +193,10 @@ class IndexManager:
             meta["params"] = {**index.params(), **tuned.params}
             meta["recall"] = tuned.to_json()
             if not tuned.met:
-                meta, index = self._missed_target(meta, index, tuned, n)
+                meta, keep = missed_target(
+                    self.kind, meta, tuned, n, self.store.dim, self.memory_budget
+                )
+                index = index if keep else None
         meta["build_seconds"] = round(time.perf_counter() - started, 3)
         self._commit(meta, index, row_ids, lookup, unchanged_from=None)
         out = {
@@ -238,35 +211,6 @@ class IndexManager:
         if meta.get("note"):
             out["note"] = meta["note"]
         return out
-
-    def _missed_target(
-        self, meta: dict[str, Any], index: Approx, tuned: Tuned, n: int
-    ) -> tuple[dict[str, Any], Approx | None]:
-        """Tuning could not reach the recall target. `auto` promised it, so it falls back to
-        exact search when the vector file fits the memory budget; an explicitly asked-for
-        kind is kept. Either way the note says so (info, the index report)."""
-        missed = (
-            f"{meta['kind']} reached recall@10 {tuned.recall:.3f}, below the {tuned.target} target"
-        )
-        if self.kind != "auto" or not exact_fits(n, self.store.dim, self.memory_budget):
-            why = (
-                "as asked" if self.kind != "auto" else "exact search does not fit the memory budget"
-            )
-            meta["note"] = f"{missed}; kept ({why})"
-            return meta, index
-        meta = {
-            **meta,
-            "kind": "exact",
-            "params": {},
-            "recall": {
-                "recall_at_10": 1.0,
-                "recall_target": tuned.target,
-                "recall_target_met": True,
-            },
-            "fallback": {"kind": meta["kind"], "count": n, **tuned.to_json()},
-            "note": f"{missed}; fell back to exact search",
-        }
-        return meta, None
 
     def _build_approximate(
         self, kind: str, row_ids: IdArray, lookup: np.ndarray, progress: ProgressFn | None
@@ -363,27 +307,21 @@ class IndexManager:
         root = self.store.root
         meta = {
             **meta,
-            "format": FORMAT,
+            "format": generations.FORMAT,
             "dim": self.store.dim,
             "requested_kind": self.kind,
             "synced_at": time.time(),
             **self._synced_state,
         }
         if index is not None:
-            folder = root / f"{GENERATION_PREFIX}{time.time_ns()}"
-            folder.mkdir()
-            builder_for(meta["kind"]).save(index, folder, unchanged_from)
-            np.save(folder / ROWS_FILE, lookup)
-            _fsync_folder(folder)
-            meta["dir"] = folder.name
-            meta["bytes"] = sum(p.stat().st_size for p in folder.iterdir())
+            builder = builder_for(meta["kind"])
+            meta["dir"], meta["bytes"] = generations.write_generation(
+                root, builder, index, lookup, unchanged_from
+            )
         else:
             meta["dir"] = None
             meta["bytes"] = 0
-        write_json_atomic(root / META_FILE, meta)
-        for old in root.glob(f"{GENERATION_PREFIX}*"):
-            if old.is_dir() and old.name != meta["dir"]:
-                shutil.rmtree(old, ignore_errors=True)
+        publish(root, meta)
         self._meta = meta
         self._index = index
         self._lookup = lookup
@@ -392,19 +330,7 @@ class IndexManager:
         self._disk_stamp = self._current_stamp()
 
     def _read_meta(self) -> dict[str, Any] | None:
-        """index.json, or None when missing, unreadable or made for other vectors."""
-        path = self.store.root / META_FILE
-        try:
-            meta: dict[str, Any] = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, json.JSONDecodeError):
-            return None  # rebuilt from the store, which is the source of truth
-        if meta.get("format") != FORMAT or meta.get("dim") != self.store.dim:
-            return None
-        if meta.get("kind") not in KINDS:
-            return None
-        return meta
+        return read_meta(self.store.root, self.store.dim)
 
     def _fingerprint(self) -> dict[str, Any]:
         """What changes whenever the store's searchable vectors change."""
@@ -416,12 +342,7 @@ class IndexManager:
 
     def _current_stamp(self) -> tuple[Any, ...]:
         """Cheap to read, and changes whenever another process syncs or compacts."""
-        try:
-            st = (self.store.root / META_FILE).stat()
-            meta_stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            meta_stamp = None
-        return (meta_stamp, self.store.vectors_path.name)
+        return (meta_stamp(self.store.root), self.store.vectors_path.name)
 
     def _is_fresh(self, meta: dict[str, Any]) -> bool:
         """Whether the store is as it was when this index was synced."""
@@ -544,14 +465,3 @@ def _with_effort(params: dict[str, Any], effort: float) -> dict[str, Any]:
     if "nlist" in out and "nprobe" in out:
         out["nprobe"] = min(out["nprobe"], int(out["nlist"]))
     return out
-
-
-def _fsync_folder(folder: Path) -> None:
-    for path in folder.iterdir():
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
