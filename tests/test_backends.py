@@ -385,3 +385,29 @@ def test_rest_duplicates_run_on_their_own_connection(backend_db: str, album: Pat
                 ["1.png", "dup.png"]
             ]
         assert client.get("/api/info").json()["count"] == 11  # the server's own still works
+
+
+@pytest.mark.parametrize(
+    ("db", "message"),
+    [
+        ("milvus://nohost/x", "expected milvus://HOST:PORT/NAME"),
+        ("milvus://localhost:19530/bad-name", "collection name 'bad-name'"),
+        ("milvus-lite:///no/such/folder/x.db", "folder /no/such/folder not found"),
+    ],
+)
+def test_bad_milvus_locations_are_one_line(cli: Callable[..., Any], db: str, message: str) -> None:
+    result = cli("info", "--db", db)
+    assert result.exit_code == 1
+    assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_milvus_lite_file_in_use_is_one_line(
+    tmp_path: Path, run_lookalike: Callable[..., Any]
+) -> None:
+    require_milvus()
+    db = f"milvus-lite://{tmp_path / 'busy.db'}"
+    with _open(db):
+        done = run_lookalike("info", "--db", db)
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "is another process using this file?" in done.stderr

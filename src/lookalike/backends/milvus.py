@@ -55,6 +55,7 @@ MAX_K = 16384  # Milvus' top-k limit
 JOURNAL_PART = 60000  # characters per journal row (the value field holds 65535 bytes)
 LOCK_TTL = 600.0  # seconds: a lock row not refreshed for this long is another host's crash
 HEARTBEAT_S = 30.0  # how often a writer refreshes its lock row
+CONNECT_TIMEOUT_S = 10.0
 # Milvus Lite, IVF_FLAT: few lists, so small collections and young segments stay exact
 # enough; 16 of 128 lists searched gave recall@10 >= 0.95 at 100k (BENCHMARKS.md).
 LITE_INDEX = {"index_type": "IVF_FLAT", "params": {"nlist": 128}}
@@ -115,7 +116,8 @@ def _connect(location: MilvusLocation) -> Any:
             "pip install 'lookalike[milvus]'"
         ) from None
     # pymilvus logs every failed call at ERROR on stderr; lookalike reports errors itself.
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    for name in ("pymilvus", "pymilvus.milvus_client"):  # the second has a level of its own
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     os.environ.setdefault("LOG_LEVEL", "FATAL")  # the Milvus Lite process' own log
     if location.lite_file is not None:
         _quiet_lite()
@@ -128,9 +130,9 @@ def _connect(location: MilvusLocation) -> Any:
                 "digits, '.', '_' or '-'"
             )
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _no_logging():
             warnings.simplefilter("ignore")
-            client = MilvusClient(uri=location.uri, timeout=30)
+            client = MilvusClient(uri=location.uri, timeout=CONNECT_TIMEOUT_S)
     except Exception as exc:  # pymilvus raises several kinds; all mean "can't connect"
         why = (
             "is another process using this file?"
@@ -142,6 +144,16 @@ def _connect(location: MilvusLocation) -> Any:
         ) from None
     _CLIENTS[key] = client
     return client
+
+
+@contextlib.contextmanager
+def _no_logging() -> Iterator[None]:
+    """milvus-lite logs a failed start on the root logger; our error says it in one line."""
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _quiet_lite() -> None:
@@ -167,7 +179,9 @@ def _quiet_lite() -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    # MilvusException's str() is its repr; its message field is the sentence.
+    message = getattr(exc, "message", None)
+    text = str(message if isinstance(message, str) and message else exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
 
 
