@@ -29,6 +29,18 @@ def require_milvus() -> None:
         pytest.skip("the Milvus backend needs pip install 'lookalike[milvus]'")
 
 
+def drop_collections(address: str, names: list[str]) -> None:
+    """Keep the shared test server small: each test's collections go when it ends."""
+    from pymilvus import MilvusClient
+
+    # Not closed: pymilvus shares one connection per address between clients, and
+    # closing this one would close lookalike's too.
+    client = MilvusClient(uri=f"http://{address}")
+    for name in names:
+        if client.has_collection(name):
+            client.drop_collection(name)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -25,7 +25,7 @@ from lookalike.collection import Collection
 from lookalike.errors import CollectionError, ModelMismatchError
 from lookalike.store import NewImage
 from lookalike.vectors import l2_normalize
-from milvus_helpers import lite_server, require_milvus
+from milvus_helpers import drop_collections, lite_server, require_milvus
 
 BACKENDS = ["folder", "milvus-lite", "milvus-server"]
 
@@ -38,16 +38,20 @@ def milvus_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(params=BACKENDS)
-def backend_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def backend_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A --db value (not created yet) for each backend."""
     kind = request.param
     if kind == "folder":
-        return str(tmp_path / "db")
+        yield str(tmp_path / "db")
+        return
     require_milvus()
     if kind == "milvus-lite":
-        return f"milvus-lite://{tmp_path / 'lite.db'}"
+        yield f"milvus-lite://{tmp_path / 'lite.db'}"
+        return
     address = request.getfixturevalue("milvus_address")
-    return f"milvus://{address}/t_{uuid.uuid4().hex[:12]}"
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"milvus://{address}/{name}"
+    drop_collections(address, [name, name + "__meta", name + "__skipped"])
 
 
 def _open(db: str, **kw: Any) -> Collection:

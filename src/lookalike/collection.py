@@ -77,6 +77,11 @@ class Collection:
         return self.backend.store if isinstance(self.backend, FolderBackend) else self.backend
 
     @property
+    def indexes(self) -> Any:
+        """The folder backend's IndexManager (older callers); None for other backends."""
+        return self.backend.indexes if isinstance(self.backend, FolderBackend) else None
+
+    @property
     def index_note(self) -> str | None:
         """One line about the search index (a damaged one was replaced), or None."""
         return self.backend.note

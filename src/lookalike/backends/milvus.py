@@ -737,7 +737,9 @@ class MilvusBackend(StorageBackend):
         if k > MAX_K:
             raise CollectionError(f"k must be at most {MAX_K} on Milvus, got {k}")
         expr, prefix = _under_filter(under) if under is not None else ("", "")
-        params = self._search_params(k, effort)
+        # LIKE reads % and _ in the folder as wildcards: ask for more, keep the real ones.
+        limit = min(MAX_K, 4 * k) if any(c in prefix for c in "%_") else k
+        params = self._search_params(limit, effort)
         for start in range(0, len(q), SEARCH_CHUNK):
             chunk = q[start : start + SEARCH_CHUNK]
             found = self._call(
@@ -745,7 +747,7 @@ class MilvusBackend(StorageBackend):
                 self.images,
                 data=[row.tolist() for row in chunk],
                 anns_field="vector",
-                limit=k,
+                limit=limit,
                 filter=expr,
                 search_params={"metric_type": "IP", "params": params},
                 output_fields=["path"] if under is not None else [],
