@@ -24,19 +24,27 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
 import socket
 import time
 import uuid
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lookalike.backends.base import Move, ProgressFn, Skip, StorageBackend, Touch
+from lookalike.backends.milvus_client import call, connect, first_line, release, retain
+from lookalike.backends.milvus_rows import (
+    FIELDS,
+    dec,
+    enc,
+    is_under,
+    lit,
+    record,
+    under_filter,
+)
 from lookalike.errors import CollectionError
 from lookalike.index.base import MISSING_ID, SearchHits
 from lookalike.store import FORMAT_VERSION, ImageRecord, NewImage
@@ -55,7 +63,6 @@ MAX_K = 16384  # Milvus' top-k limit
 JOURNAL_PART = 60000  # characters per journal row (the value field holds 65535 bytes)
 LOCK_TTL = 600.0  # seconds: a lock row not refreshed for this long is another host's crash
 HEARTBEAT_S = 30.0  # how often a writer refreshes its lock row
-CONNECT_TIMEOUT_S = 10.0
 # Milvus Lite, IVF_FLAT: few lists, so small collections and young segments stay exact
 # enough; 16 of 128 lists searched gave recall@10 >= 0.95 at 100k (BENCHMARKS.md).
 LITE_INDEX = {"index_type": "IVF_FLAT", "params": {"nlist": 128}}
@@ -67,142 +74,6 @@ SERVER_SEARCH = {"ef": 64}
 CRASH_ENV = "LOOKALIKE_TEST_KILL_AFTER_INSERTS"
 _DUMMY = [0.0, 0.0]  # every Milvus collection needs a vector field; meta rows carry this
 
-# Names that are not valid UTF-8 reach Python with surrogate escapes (U+DC80..U+DCFF),
-# which Milvus' VARCHAR refuses: they are stored as plane-16 private-use characters.
-_TO_MILVUS = {0xDC00 + b: 0x10FF00 + b for b in range(0x80, 0x100)}
-_FROM_MILVUS = {v: k for k, v in _TO_MILVUS.items()}
-
-
-def _enc(path: str) -> str:
-    return path.translate(_TO_MILVUS)
-
-
-def _dec(path: str) -> str:
-    return path.translate(_FROM_MILVUS)
-
-
-def _lit(text: str) -> str:
-    """A string literal for a Milvus filter expression."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _under_filter(root: str) -> tuple[str, str]:
-    """(Milvus filter, prefix) for paths at or below ``root``. LIKE treats % and _ as
-    wildcards, so it can match more: callers check the prefix again."""
-    prefix = root.rstrip(os.sep) + os.sep
-    return f"path == {_lit(_enc(root))} or path like {_lit(_enc(prefix) + '%')}", prefix
-
-
-def _is_under(path: str, root: str, prefix: str) -> bool:
-    return path == root or path.startswith(prefix)
-
-
-_CLIENTS: dict[str, Any] = {}
-_USERS: dict[str, int] = {}  # backends open on each client (the web server opens two)
-
-
-def _connect(location: MilvusLocation) -> Any:
-    """One client per location per process (starting Milvus Lite takes a moment)."""
-    key = location.uri
-    if key in _CLIENTS:
-        return _CLIENTS[key]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # milvus-lite imports pkg_resources
-            from pymilvus import MilvusClient
-    except ImportError:
-        raise CollectionError(
-            f"--db {location}: the Milvus backend needs pymilvus and Milvus Lite: "
-            "pip install 'lookalike[milvus]'"
-        ) from None
-    # pymilvus logs every failed call at ERROR on stderr; lookalike reports errors itself.
-    for name in ("pymilvus", "pymilvus.milvus_client"):  # the second has a level of its own
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    os.environ.setdefault("LOG_LEVEL", "FATAL")  # the Milvus Lite process' own log
-    if location.lite_file is not None:
-        _quiet_lite()
-        if not location.lite_file.parent.is_dir():
-            raise CollectionError(f"--db {location}: folder {location.lite_file.parent} not found")
-        name = location.lite_file.name
-        if len(name) > 36 or not all(c.isalnum() or c in "._-" for c in name):
-            raise CollectionError(
-                f"--db {location}: Milvus Lite needs a file name of at most 36 letters, "
-                "digits, '.', '_' or '-'"
-            )
-    try:
-        with warnings.catch_warnings(), _no_logging():
-            warnings.simplefilter("ignore")
-            client = MilvusClient(uri=location.uri, timeout=CONNECT_TIMEOUT_S)
-    except Exception as exc:  # pymilvus raises several kinds; all mean "can't connect"
-        why = (
-            "is another process using this file?"
-            if location.lite_file is not None
-            else "is the server running?"
-        )
-        raise CollectionError(
-            f"--db {location}: cannot open Milvus ({_first_line(exc)}); {why}"
-        ) from None
-    _CLIENTS[key] = client
-    return client
-
-
-@contextlib.contextmanager
-def _no_logging() -> Iterator[None]:
-    """milvus-lite logs a failed start on the root logger; our error says it in one line."""
-    logging.disable(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def _quiet_lite() -> None:
-    """The embedded Milvus process writes log lines to our stderr even when all is well
-    ("Process exit"); its output goes nowhere unless LOOKALIKE_MILVUS_LOG is set."""
-    if os.environ.get("LOOKALIKE_MILVUS_LOG"):
-        return
-    import functools
-    import subprocess
-    import types
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import milvus_lite.server as lite_server
-
-    quiet = functools.partial(
-        subprocess.Popen, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    # Only milvus_lite.server's view of the subprocess module is replaced.
-    lite_server.subprocess = types.SimpleNamespace(
-        Popen=quiet, TimeoutExpired=subprocess.TimeoutExpired
-    )
-
-
-def _first_line(exc: BaseException) -> str:
-    # MilvusException's str() is its repr; its message field is the sentence.
-    message = getattr(exc, "message", None)
-    text = str(message if isinstance(message, str) and message else exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
-
-
-def _release(location: MilvusLocation) -> None:
-    users = _USERS.get(location.uri, 0) - 1
-    if users > 0:
-        _USERS[location.uri] = users
-        return
-    _USERS.pop(location.uri, None)
-    client = _CLIENTS.pop(location.uri, None)
-    if client is None:
-        return
-    with contextlib.suppress(Exception):
-        client.close()
-    if location.lite_file is not None:
-        # Stops the embedded Milvus, so another process may open the file.
-        with contextlib.suppress(Exception):
-            from milvus_lite.server_manager import server_manager_instance
-
-            server_manager_instance.release_server(str(location.lite_file))
-
 
 class MilvusBackend(StorageBackend):
     """One lookalike collection in Milvus (see the module docstring)."""
@@ -210,7 +81,7 @@ class MilvusBackend(StorageBackend):
     def __init__(self, location: MilvusLocation, client: Any, manifest: dict[str, Any]) -> None:
         self.loc = location
         self.client = client
-        _USERS[location.uri] = _USERS.get(location.uri, 0) + 1
+        retain(location)
         self.manifest = manifest
         self.dim = int(manifest["model"]["dim"])
         self.images = location.name
@@ -226,12 +97,12 @@ class MilvusBackend(StorageBackend):
     # ----- opening ---------------------------------------------------------------------
     @classmethod
     def read_manifest(cls, location: MilvusLocation) -> dict[str, Any] | None:
-        client = _connect(location)
+        client = connect(location)
         meta = location.name + "__meta"
-        if not _call(location, client.has_collection, meta):
+        if not call(location, client.has_collection, meta):
             return None
-        _call(location, client.load_collection, meta)
-        rows = _call(location, client.get, meta, ids=["manifest"], output_fields=["value"])
+        call(location, client.load_collection, meta)
+        rows = call(location, client.get, meta, ids=["manifest"], output_fields=["value"])
         if not rows:
             return None
         manifest: dict[str, Any] = json.loads(rows[0]["value"])
@@ -246,15 +117,15 @@ class MilvusBackend(StorageBackend):
 
     @classmethod
     def create(cls, location: MilvusLocation, fields: dict[str, Any]) -> MilvusBackend | None:
-        client = _connect(location)
+        client = connect(location)
         if cls.read_manifest(location) is not None:
             return None
         dim = int(fields["model"]["dim"])
         name = location.name
         index: dict[str, Any] | None = None
-        if _call(location, client.has_collection, name):
-            _call(location, client.load_collection, name)
-            rows = _call(location, client.query, name, filter="", output_fields=["count(*)"])
+        if call(location, client.has_collection, name):
+            call(location, client.load_collection, name)
+            rows = call(location, client.query, name, filter="", output_fields=["count(*)"])
             if rows and int(rows[0]["count(*)"]):
                 raise CollectionError(
                     f"{location}: holds images but no manifest, so which model made them is "
@@ -291,7 +162,7 @@ class MilvusBackend(StorageBackend):
 
     @classmethod
     def open(cls, location: MilvusLocation, manifest: dict[str, Any]) -> MilvusBackend:
-        return cls(location, _connect(location), manifest)
+        return cls(location, connect(location), manifest)
 
     @staticmethod
     def _server_index(location: MilvusLocation) -> dict[str, Any]:
@@ -319,7 +190,7 @@ class MilvusBackend(StorageBackend):
         schema.add_field("height", DataType.INT64)
         schema.add_field("batch", DataType.INT64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        _call(location, client.create_collection, name, schema=schema, consistency_level="Strong")
+        call(location, client.create_collection, name, schema=schema, consistency_level="Strong")
         choices = [LITE_INDEX] if location.lite_file is not None else [SERVER_INDEX, LITE_INDEX]
         last: Exception | None = None
         for choice in choices:
@@ -330,10 +201,10 @@ class MilvusBackend(StorageBackend):
             except Exception as exc:  # an index type this server does not offer
                 last = exc
                 continue
-            _call(location, client.load_collection, name)
+            call(location, client.load_collection, name)
             lite = choice is LITE_INDEX
             return {**choice, "search": LITE_SEARCH if lite else SERVER_SEARCH}
-        why = _first_line(last) if last is not None else "no index type to try"
+        why = first_line(last) if last is not None else "no index type to try"
         raise CollectionError(f"{location}: cannot create a vector index ({why})")
 
     @staticmethod
@@ -345,7 +216,7 @@ class MilvusBackend(StorageBackend):
         key_bytes: int,
         fields: Sequence[tuple[str, str]],
     ) -> None:
-        if _call(location, client.has_collection, name):
+        if call(location, client.has_collection, name):
             return
         from pymilvus import DataType, MilvusClient
 
@@ -359,7 +230,7 @@ class MilvusBackend(StorageBackend):
         schema.add_field("v", DataType.FLOAT_VECTOR, dim=len(_DUMMY))
         params = client.prepare_index_params()
         params.add_index(field_name="v", index_type="FLAT", metric_type="L2")
-        _call(
+        call(
             location,
             client.create_collection,
             name,
@@ -374,7 +245,7 @@ class MilvusBackend(StorageBackend):
 
     # ----- calls -------------------------------------------------------------------------
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return _call(self.loc, fn, *args, **kwargs)
+        return call(self.loc, fn, *args, **kwargs)
 
     def _meta_json(self, key: str) -> Any:
         rows = self._call(self.client.get, self.meta, ids=[key], output_fields=["value"])
@@ -385,7 +256,7 @@ class MilvusBackend(StorageBackend):
 
     def _meta_delete(self, keys: Sequence[str]) -> None:
         if keys:
-            expr = "key in [" + ",".join(_lit(k) for k in keys) + "]"
+            expr = "key in [" + ",".join(lit(k) for k in keys) + "]"
             self._call(self.client.delete, self.meta, filter=expr)
 
     # ----- lifetime and the writer lock ------------------------------------------------
@@ -426,7 +297,7 @@ class MilvusBackend(StorageBackend):
     def close(self) -> None:
         with contextlib.suppress(CollectionError):
             self.unlock()
-        _release(self.loc)
+        release(self.loc)
 
     def save_manifest(self) -> None:
         self._meta_put("manifest", json.dumps(self.manifest, sort_keys=True))
@@ -517,7 +388,7 @@ class MilvusBackend(StorageBackend):
         rows = [
             {
                 "id": image_id,
-                "path": _enc(im.path),
+                "path": enc(im.path),
                 "size": int(im.size),
                 "mtime_ns": int(im.mtime_ns),
                 "hash": im.hash,
@@ -566,7 +437,7 @@ class MilvusBackend(StorageBackend):
         self._delete_ids(payload["removals"])
         changed: dict[int, dict[str, Any]] = {}
         for image_id, path, size, mtime_ns in payload["moves"]:
-            changed[int(image_id)] = {"path": _enc(path), "size": size, "mtime_ns": mtime_ns}
+            changed[int(image_id)] = {"path": enc(path), "size": size, "mtime_ns": mtime_ns}
         for image_id, size, mtime_ns in payload["touches"]:
             changed.setdefault(int(image_id), {}).update(size=size, mtime_ns=mtime_ns)
         ids = list(changed)
@@ -577,7 +448,7 @@ class MilvusBackend(StorageBackend):
             if updated:
                 self._call(self.client.upsert, self.images, updated)
         skip_rows = [
-            {"path": _enc(p), "size": int(s), "mtime_ns": int(m), "reason": r, "v": _DUMMY}
+            {"path": enc(p), "size": int(s), "mtime_ns": int(m), "reason": r, "v": _DUMMY}
             for p, s, m, r in payload["skips"]
         ]
         for start in range(0, len(skip_rows), INSERT_CHUNK):
@@ -593,7 +464,7 @@ class MilvusBackend(StorageBackend):
         # Looked up first: a read is cheaper than a delete, and most paths aren't there.
         for start in range(0, len(paths), GET_CHUNK):
             chunk = paths[start : start + GET_CHUNK]
-            expr = "path in [" + ",".join(_lit(_enc(p)) for p in chunk) + "]"
+            expr = "path in [" + ",".join(lit(enc(p)) for p in chunk) + "]"
             if self._call(self.client.query, self.skips, filter=expr, output_fields=["path"]):
                 self._call(self.client.delete, self.skips, filter=expr)
 
@@ -612,9 +483,7 @@ class MilvusBackend(StorageBackend):
         last: Any = None
         while True:
             cursor = (
-                f"{pk} > {_lit(last) if isinstance(last, str) else last}"
-                if last is not None
-                else ""
+                f"{pk} > {lit(last) if isinstance(last, str) else last}" if last is not None else ""
             )
             where = " and ".join(f"({e})" for e in (expr, cursor) if e)
             rows = self._call(
@@ -629,8 +498,8 @@ class MilvusBackend(StorageBackend):
             last = rows[-1][pk]
 
     def find(self, image_id: int) -> ImageRecord | None:
-        rows = self._call(self.client.get, self.images, ids=[int(image_id)], output_fields=_FIELDS)
-        return _record(rows[0]) if rows else None
+        rows = self._call(self.client.get, self.images, ids=[int(image_id)], output_fields=FIELDS)
+        return record(rows[0]) if rows else None
 
     def by_path(self, path: str) -> ImageRecord | None:
         records = self._records_at([path])
@@ -640,40 +509,40 @@ class MilvusBackend(StorageBackend):
         out: list[ImageRecord] = []
         for start in range(0, len(paths), GET_CHUNK):
             chunk = paths[start : start + GET_CHUNK]
-            expr = "path in [" + ",".join(_lit(_enc(p)) for p in chunk) + "]"
-            rows = self._call(self.client.query, self.images, filter=expr, output_fields=_FIELDS)
-            out.extend(_record(r) for r in rows)
+            expr = "path in [" + ",".join(lit(enc(p)) for p in chunk) + "]"
+            rows = self._call(self.client.query, self.images, filter=expr, output_fields=FIELDS)
+            out.extend(record(r) for r in rows)
         return out
 
     def by_hash(self, digest: str) -> ImageRecord | None:
         rows = self._call(
             self.client.query,
             self.images,
-            filter=f"hash == {_lit(digest)}",
-            output_fields=_FIELDS,
+            filter=f"hash == {lit(digest)}",
+            output_fields=FIELDS,
             limit=1,
         )
-        return _record(rows[0]) if rows else None
+        return record(rows[0]) if rows else None
 
     def records(self, offset: int = 0, limit: int = -1) -> list[ImageRecord]:
         out: list[ImageRecord] = []
-        for i, row in enumerate(self._scan(self.images, "id", "", _FIELDS)):
+        for i, row in enumerate(self._scan(self.images, "id", "", FIELDS)):
             if i < offset:
                 continue
             if 0 <= limit <= len(out):
                 break
-            out.append(_record(row))
+            out.append(record(row))
         return out
 
     def iter_records(self, batch: int = 10000) -> Iterator[ImageRecord]:
         page = max(1, min(batch, MAX_K))
-        for row in self._scan(self.images, "id", "", _FIELDS, page):
-            yield _record(row)
+        for row in self._scan(self.images, "id", "", FIELDS, page):
+            yield record(row)
 
     def records_under(self, root: str) -> dict[str, ImageRecord]:
-        expr, prefix = _under_filter(root)
-        found = (_record(r) for r in self._scan(self.images, "id", expr, _FIELDS))
-        return {r.path: r for r in found if _is_under(r.path, root, prefix)}
+        expr, prefix = under_filter(root)
+        found = (record(r) for r in self._scan(self.images, "id", expr, FIELDS))
+        return {r.path: r for r in found if is_under(r.path, root, prefix)}
 
     def ids_and_paths(self, ids: Iterable[int]) -> dict[int, str]:
         wanted = [int(i) for i in ids]
@@ -681,7 +550,7 @@ class MilvusBackend(StorageBackend):
         for start in range(0, len(wanted), GET_CHUNK):
             chunk = wanted[start : start + GET_CHUNK]
             rows = self._call(self.client.get, self.images, ids=chunk, output_fields=["path"])
-            out.update((int(r["id"]), _dec(r["path"])) for r in rows)
+            out.update((int(r["id"]), dec(r["path"])) for r in rows)
         return out
 
     def vectors_for(self, ids: Sequence[int]) -> FloatArray:
@@ -704,19 +573,19 @@ class MilvusBackend(StorageBackend):
 
     def skipped(self) -> list[dict[str, str]]:
         rows = self._scan(self.skips, "path", "", ["path", "reason"])
-        found = [{"path": _dec(r["path"]), "reason": str(r["reason"])} for r in rows]
+        found = [{"path": dec(r["path"]), "reason": str(r["reason"])} for r in rows]
         return sorted(found, key=lambda s: s["path"])
 
     def skipped_under(self, root: str) -> list[str]:
-        expr, prefix = _under_filter(root)
-        paths = (_dec(r["path"]) for r in self._scan(self.skips, "path", expr, ["path"]))
-        return [p for p in paths if _is_under(p, root, prefix)]
+        expr, prefix = under_filter(root)
+        paths = (dec(r["path"]) for r in self._scan(self.skips, "path", expr, ["path"]))
+        return [p for p in paths if is_under(p, root, prefix)]
 
     def skipped_entry(self, path: str) -> tuple[int, int, str] | None:
         rows = self._call(
             self.client.query,
             self.skips,
-            filter=f"path == {_lit(_enc(path))}",
+            filter=f"path == {lit(enc(path))}",
             output_fields=["size", "mtime_ns", "reason"],
         )
         if not rows:
@@ -736,7 +605,7 @@ class MilvusBackend(StorageBackend):
             return hits
         if k > MAX_K:
             raise CollectionError(f"k must be at most {MAX_K} on Milvus, got {k}")
-        expr, prefix = _under_filter(under) if under is not None else ("", "")
+        expr, prefix = under_filter(under) if under is not None else ("", "")
         # LIKE reads % and _ in the folder as wildcards: ask for more, keep the real ones.
         limit = min(MAX_K, 4 * k) if any(c in prefix for c in "%_") else k
         params = self._search_params(limit, effort)
@@ -756,7 +625,7 @@ class MilvusBackend(StorageBackend):
                 kept = [
                     h
                     for h in row
-                    if under is None or _is_under(_dec(h["entity"]["path"]), under, prefix)
+                    if under is None or is_under(dec(h["entity"]["path"]), under, prefix)
                 ]
                 for j, h in enumerate(kept[:k]):
                     hits.ids[start + i, j] = int(h["id"])
@@ -819,23 +688,6 @@ class MilvusBackend(StorageBackend):
         }
 
 
-_FIELDS = ["id", "path", "size", "mtime_ns", "hash", "width", "height"]
-
-
-def _record(row: dict[str, Any]) -> ImageRecord:
-    width, height = int(row["width"]), int(row["height"])
-    return ImageRecord(
-        id=int(row["id"]),
-        path=_dec(str(row["path"])),
-        size=int(row["size"]),
-        mtime_ns=int(row["mtime_ns"]),
-        hash=str(row["hash"]),
-        row=int(row["id"]),  # no vector rows here: the id is the only handle
-        width=None if width < 0 else width,
-        height=None if height < 0 else height,
-    )
-
-
 _inserts = 0
 
 
@@ -866,19 +718,3 @@ def _stale(held: dict[str, Any]) -> bool:
             return False
         return False
     return time.time() - float(held.get("at", 0)) > LOCK_TTL
-
-
-def _call(location: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """A pymilvus call; its errors become one-line CollectionErrors naming the location."""
-    try:
-        return fn(*args, **kwargs)
-    except CollectionError:
-        raise
-    except Exception as exc:
-        from pymilvus.exceptions import MilvusException
-
-        if isinstance(exc, MilvusException | ConnectionError | TimeoutError) or (
-            type(exc).__module__.startswith(("grpc", "pymilvus"))
-        ):
-            raise CollectionError(f"{location}: Milvus said: {_first_line(exc)}") from None
-        raise
