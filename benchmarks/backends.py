@@ -27,12 +27,17 @@ Prints one JSON object per backend per round.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import socket
 import statistics
+import subprocess
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +108,41 @@ class Meter:
         return round(max(0.0, others) / max(wall, 1e-9), 2)
 
 
-def open_backend(kind: str, work: Path, dim: int) -> Collection:
+@contextlib.contextmanager
+def lite_server(work: Path) -> Iterator[str]:
+    """Milvus Lite as its own server process on a TCP port: the network path a Milvus
+    cluster is reached by (IVF_FLAT still: the server is Milvus Lite)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from milvus_lite.server import BIN_PATH
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [str(Path(BIN_PATH) / "milvus"), str(work / "server.db"), f"127.0.0.1:{port}", "ERROR"],
+        env={"LD_LIBRARY_PATH": BIN_PATH},
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield f"milvus://127.0.0.1:{port}/bench"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def open_backend(kind: str, work: Path, dim: int, server: str | None = None) -> Collection:
     db = str(work / "folder") if kind == "folder" else f"milvus-lite://{work / 'lite.db'}"
+    if kind == "milvus-server":
+        assert server is not None
+        db = server
     from lookalike.backends.locations import parse_db
 
     location = parse_db(db)
@@ -127,60 +165,74 @@ def wait_indexed(backend: StorageBackend, n: int, timeout: float = 1800) -> None
 
 
 def run(kind: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
-    n, dim = vectors.shape
     work = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
     try:
-        col = open_backend(kind, work, dim)
-        backend = col.backend
-        backend.lock()
-        meter = Meter()
-        started = time.perf_counter()
-        for start in range(0, n, BATCH):
-            stop = min(n, start + BATCH)
-            images = [
-                NewImage(f"/bench/{i // 1000}/{i}.jpg", 1000, i, f"{i:064x}")
-                for i in range(start, stop)
-            ]
-            backend.add_images(images, vectors[start:stop])
-        insert_s = time.perf_counter() - started
-        started = time.perf_counter()
-        report = backend.finish_index_run()
-        wait_indexed(backend, n)
-        build_s = time.perf_counter() - started
-        backend.unlock()
-        for q in queries[:20]:  # warm up
-            backend.search(q[None], K)
-        times, scores = [], []
-        for q in queries:
-            t = time.perf_counter()
-            hits = backend.search(q[None], K)
-            times.append((time.perf_counter() - t) * 1e3)
-            scores.append(hits.scores[0])
-        index = backend.describe()["index"]
-        out = {
-            "backend": backend.describe()["backend"],
-            "n": n,
-            "dim": dim,
-            "insert_s": round(insert_s, 2),
-            "insert_vectors_per_s": round(n / insert_s, 1),
-            "build_s": round(build_s, 2),
-            "index": index.get("kind"),
-            "index_params": {
-                key: index[key]
-                for key in ("M", "ef_search", "nlist", "nprobe", "ef", "m", "shortlist")
-                if key in index
-            },
-            "p50_ms": round(statistics.median(times), 3),
-            "p99_ms": round(float(np.percentile(times, 99)), 3),
-            "recall_at_10": round(recall_at_k(np.array(scores), truth, K), 4),
-            "queries": len(queries),
-            "built": report.get("kind"),
-            "other_cores": meter.other_cores(),
-        }
-        col.close()
-        return out
+        if kind != "milvus-server":
+            return _run(kind, vectors, queries, truth, work, None)
+        with lite_server(work) as server:
+            return _run(kind, vectors, queries, truth, work, server)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(
+    kind: str,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    work: Path,
+    server: str | None,
+) -> dict[str, Any]:
+    n, dim = vectors.shape
+    col = open_backend(kind, work, dim, server)
+    backend = col.backend
+    backend.lock()
+    meter = Meter()
+    started = time.perf_counter()
+    for start in range(0, n, BATCH):
+        stop = min(n, start + BATCH)
+        images = [
+            NewImage(f"/bench/{i // 1000}/{i}.jpg", 1000, i, f"{i:064x}")
+            for i in range(start, stop)
+        ]
+        backend.add_images(images, vectors[start:stop])
+    insert_s = time.perf_counter() - started
+    started = time.perf_counter()
+    report = backend.finish_index_run()
+    wait_indexed(backend, n)
+    build_s = time.perf_counter() - started
+    backend.unlock()
+    for q in queries[:20]:  # warm up
+        backend.search(q[None], K)
+    times, scores = [], []
+    for q in queries:
+        t = time.perf_counter()
+        hits = backend.search(q[None], K)
+        times.append((time.perf_counter() - t) * 1e3)
+        scores.append(hits.scores[0])
+    index = backend.describe()["index"]
+    out = {
+        "backend": kind,
+        "n": n,
+        "dim": dim,
+        "insert_s": round(insert_s, 2),
+        "insert_vectors_per_s": round(n / insert_s, 1),
+        "build_s": round(build_s, 2),
+        "index": index.get("kind"),
+        "index_params": {
+            key: index[key]
+            for key in ("M", "ef_search", "nlist", "nprobe", "ef", "m", "shortlist")
+            if key in index
+        },
+        "p50_ms": round(statistics.median(times), 3),
+        "p99_ms": round(float(np.percentile(times, 99)), 3),
+        "recall_at_10": round(recall_at_k(np.array(scores), truth, K), 4),
+        "queries": len(queries),
+        "built": report.get("kind"),
+        "other_cores": meter.other_cores(),
+    }
+    col.close()
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -189,7 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--backends", default="folder,milvus-lite")
+    parser.add_argument(
+        "--backends", default="folder,milvus-lite", help="also: milvus-server (Lite over TCP)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     spec = default_spec(args.n, args.dim, args.seed)
