@@ -29,7 +29,7 @@ fi
 if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
   pip install -q "torch==${LOOKALIKE_TORCH:-2.14.1}" "torchvision==${LOOKALIKE_TORCHVISION:-0.29.1}"
 fi
-if ! .venv/bin/python -c "import lookalike, pytest, fastapi, timm, efficientnet_lite_pytorch, cv2" 2>/dev/null; then
+if ! .venv/bin/python -W ignore -c "import lookalike, pytest, fastapi, timm, efficientnet_lite_pytorch, pymilvus, milvus_lite, cv2" 2>/dev/null; then
   pip install -q -e ".[all,dev]"
 fi
 # foolbox only for its 20 labelled ImageNet photos (test data); its own deps aren't needed.

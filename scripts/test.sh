@@ -14,4 +14,6 @@ if [ -z "${LOOKALIKE_SKIP_LIGHT_CHECK:-}" ]; then
 fi
 # Isolated user state: tests must never touch the user's real collection or cache.
 export LOOKALIKE_DB="${TMPDIR:-/tmp}/lookalike-test-db-$$"
+# The Milvus contract tests fail here (rather than skip) when pymilvus/milvus-lite are missing.
+export LOOKALIKE_REQUIRE_MILVUS=1
 .venv/bin/python -m pytest -q "$@"

@@ -383,7 +383,8 @@ def test_truncated_index_faiss_is_rebuilt_from_the_vectors(tmp_path: Path) -> No
     (faiss_file,) = store.root.glob("index-*/index.faiss")
     os.truncate(faiss_file, faiss_file.stat().st_size // 3)
 
-    # Searching: the damaged file is noticed, replaced, and said so in one line.
+    # Searching: the damaged file is noticed, bypassed (exact search; searching never
+    # builds an index), and said so in one line.
     searcher = IndexManager(store, kind="hnsw")
     hits = searcher.search(vectors[:50], 1)
     assert searcher.note is not None and "\n" not in searcher.note

@@ -234,7 +234,7 @@ def check_fit_on(adapter: Adapter, identity: Mapping[str, Any], path: Path) -> N
 
 
 def check_recorded_adapter(
-    recorded: Mapping[str, Any] | None, path: str | os.PathLike[str], collection: Path
+    recorded: Mapping[str, Any] | None, path: str | os.PathLike[str], collection: Path | str
 ) -> None:
     """Refuse ``path`` unless it holds the adapter a collection's vectors were made with."""
     path = Path(path).expanduser()

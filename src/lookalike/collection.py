@@ -1,5 +1,6 @@
-"""The Collection: a folder of indexed images you can search. Ties together the store
-(what is indexed), the embedder (how images become vectors) and the search index."""
+"""The Collection: indexed images you can search. Ties together the storage backend (what
+is indexed, its vectors and search index: a folder or Milvus, see backends/) and the
+embedder (how images become vectors)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import numpy as np
 from PIL import Image
 
 from lookalike.adapters import check_recorded_adapter, same_adapter
+from lookalike.backends.base import StorageBackend
+from lookalike.backends.folder import FolderBackend
+from lookalike.backends.locations import parse_db
 from lookalike.duplicates import (
     CANDIDATE_FLOOR,
     CANDIDATE_K,
@@ -28,12 +32,10 @@ from lookalike.duplicates import (
 from lookalike.errors import CollectionError, ImageReadError, ModelMismatchError
 from lookalike.images import absolute, load_image
 from lookalike.index.base import MISSING_ID, SearchHits
-from lookalike.index.manager import IndexManager
 from lookalike.indexer import IndexReport, ProgressFn, index_paths
 from lookalike.keeper import suggest_keep
 from lookalike.models import DEFAULT_MODEL, Embedder, ModelOptions, create_embedder
 from lookalike.models.preprocess import KNOWN_RECIPES
-from lookalike.paths import default_db
 from lookalike.reranking import Rerank, rerank_search
 from lookalike.results import (
     METRICS,
@@ -43,11 +45,10 @@ from lookalike.results import (
     Hit,
     QueryResult,
 )
-from lookalike.store import MANIFEST, ImageRecord, Store, take_lock, write_json_atomic
+from lookalike.store import ImageRecord, Store
 from lookalike.vectors import FloatArray, IdArray, cosine_to_euclidean
 
 Query = str | os.PathLike[str] | Image.Image
-COMPACT_DEAD_FRACTION = 0.25  # rewrite the vector file once this share of it is dead rows
 # An approximate index tuned for search misses about 1 - recall of the pairs; duplicates
 # is a batch job that should miss few, so it searches wider. At 1M vectors (hnsw-sq8) 4x
 # missed 3 of 1,000 planted pairs instead of 17, in 3.2x the time (BENCHMARKS.md).
@@ -55,24 +56,41 @@ DUPLICATES_EFFORT = 4.0
 
 
 class Collection:
-    """Open with ``Collection.open``; use as a context manager or call ``close``."""
+    """Open with ``Collection.open``; use as a context manager or call ``close``.
+
+    Programs only against the storage contract (backends/base.py): the images and
+    vectors may live in a folder or in Milvus.
+    """
 
     def __init__(
         self,
-        store: Store,
+        store: StorageBackend | Store,
         model_options: ModelOptions | None = None,
         adapter: Path | None = None,
         embedder: Embedder | None = None,
     ) -> None:
-        self.store = store
+        # A bare Store (older callers, fit's caches) is a folder collection.
+        self.backend: StorageBackend = FolderBackend(store) if isinstance(store, Store) else store
         self.model_options = model_options or ModelOptions()
         self.adapter_path = adapter
         self._embedder = embedder
-        settings = store.manifest.get("index", {})
         self.duplicates_note: str | None = None  # what the last duplicates call skipped
-        self.indexes = IndexManager(
-            store, kind=settings.get("kind", "auto"), memory_budget=settings.get("memory_budget")
-        )
+
+    @property
+    def store(self) -> Any:
+        """The folder backend's low-level Store (tests, benchmarks); other backends answer
+        with themselves, which offer the same reading methods (by_path, vectors_for...)."""
+        return self.backend.store if isinstance(self.backend, FolderBackend) else self.backend
+
+    @property
+    def indexes(self) -> Any:
+        """The folder backend's IndexManager (older callers); None for other backends."""
+        return self.backend.indexes if isinstance(self.backend, FolderBackend) else None
+
+    @property
+    def index_note(self) -> str | None:
+        """One line about the search index (a damaged one was replaced), or None."""
+        return self.backend.note
 
     # ----- opening ---------------------------------------------------------------------
     @classmethod
@@ -87,36 +105,39 @@ class Collection:
         memory_budget: str | int | None = None,
         create: bool = False,
     ) -> Collection:
-        """Open the collection in ``db`` (``create``: make it if missing).
+        """Open the collection at ``db`` (``create``: make it if missing): a folder, or a
+        Milvus URI (``milvus://HOST:PORT/NAME``, ``milvus-lite:///path/file.db``).
 
         ``index_kind`` / ``memory_budget``: the search index to keep (see index.budget);
         saved in the manifest, so they apply to later commands too.
         """
-        root = Path(db).expanduser() if db is not None else default_db()
+        location = parse_db(db)
         index_settings = _index_settings(index_kind, memory_budget)
         adapter_path = Path(adapter).expanduser().absolute() if adapter else None
-        manifest = _read_or_recover_manifest(root)
+        manifest = location.read_manifest()
         if manifest is None:
             if not create:
                 raise CollectionError(
-                    f"{root}: no collection here yet; index some images first: "
-                    f"`lookalike index PATH --db {root}`"
+                    f"{location}: no collection here yet; index some images first: "
+                    f"`lookalike index PATH --db {location}`"
                 )
             # Built first: a bad model name leaves no empty folder behind.
             embedder = _build_embedder(model or DEFAULT_MODEL, model_options, adapter_path)
-            root.mkdir(parents=True, exist_ok=True)
-            # Creating takes the writer lock, then looks again: of two first-time runs
-            # only one writes a manifest; the other opens what it made (or is refused).
-            lock_fh = take_lock(root)
-            try:
-                manifest = _read_or_recover_manifest(root)
-                if manifest is None:
-                    return cls._create(
-                        root, embedder, model_options, adapter_path, index_settings, lock_fh
-                    )
-            finally:
-                if manifest is not None:
-                    lock_fh.close()
+            # Of two first-time runs only one creates; the other opens what it made.
+            backend = location.create(
+                {
+                    "model": embedder.info.identity(),
+                    "adapter": _adapter_identity(embedder),
+                    # Where explicit weights came from, so later commands need no --weights.
+                    "weights_file": _weights_file(model_options),
+                    "index": {"kind": "auto", **index_settings},
+                }
+            )
+            if backend is not None:
+                return cls(backend, model_options, adapter_path, embedder)
+            manifest = location.read_manifest()
+            if manifest is None:
+                raise CollectionError(f"{location}: a collection was created here meanwhile")
         stored_name = manifest["model"]["model"]
         if model is not None:
             from lookalike.models.presets import resolve
@@ -128,12 +149,12 @@ class Collection:
             model = canonical_name(model)
         if model is not None and model != stored_name:
             raise ModelMismatchError(
-                f"{root} holds vectors from model {stored_name!r}, not {model!r}; "
+                f"{location} holds vectors from model {stored_name!r}, not {model!r}; "
                 f"index with --model {stored_name}, or use another --db folder for {model!r}"
             )
         if adapter_path is not None:
             # Checked now, by content: searching stored vectors never builds the model.
-            check_recorded_adapter(manifest.get("adapter"), adapter_path, root)
+            check_recorded_adapter(manifest.get("adapter"), adapter_path, str(location))
         elif manifest.get("adapter"):
             adapter_path = Path(manifest["adapter"]["path"])
         if model_options is None:
@@ -141,58 +162,17 @@ class Collection:
         elif model_options.recipe is None:
             # The collection keeps the preprocessing recipe its vectors were made with.
             model_options = replace(model_options, recipe=_stored_options(manifest).recipe)
-        store = Store(root, manifest)
-        try:
-            if not create:  # `index` (create) repairs a short vector file instead
-                store.check_vectors()
-        except CollectionError:
-            store.close()
-            raise
+        # `index` (create) repairs a short vector file instead of refusing it.
+        backend = location.open(manifest, check=not create)
         stored_index = manifest.get("index", {})
         if index_settings and {**stored_index, **index_settings} != stored_index:
-            # Takes effect at the next sync (the next `index` run rebuilds the index).
-            manifest["index"] = {**stored_index, **index_settings}
-            store.save_manifest()
-        return cls(store, model_options, adapter_path)
-
-    @classmethod
-    def _create(
-        cls,
-        root: Path,
-        embedder: Embedder,
-        model_options: ModelOptions | None,
-        adapter_path: Path | None,
-        index_settings: dict[str, Any],
-        lock_fh: Any,
-    ) -> Collection:
-        if Store.has_data(root):
-            lock_fh.close()
-            raise CollectionError(
-                f"{root}: holds vectors and metadata but no {MANIFEST}, so which model made "
-                "them is unknown; restore manifest.json from a backup, or index into a new "
-                "--db folder"
-            )
-        # An interrupted create (crash before the rename) leaves only this behind.
-        (root / (MANIFEST + ".tmp")).unlink(missing_ok=True)
-        try:
-            store = Store.create(
-                root,
-                {
-                    "model": embedder.info.identity(),
-                    "adapter": _adapter_identity(embedder),
-                    # Where explicit weights came from, so later commands need no --weights.
-                    "weights_file": _weights_file(model_options),
-                    "index": {"kind": "auto", **index_settings},
-                },
-                lock_fh,
-            )
-        except BaseException:
-            lock_fh.close()
-            raise
-        return cls(store, model_options, adapter_path, embedder)
+            # Takes effect at the next `index` run (which rebuilds the index).
+            backend.manifest["index"] = {**stored_index, **index_settings}
+            backend.save_manifest()
+        return cls(backend, model_options, adapter_path)
 
     def close(self) -> None:
-        self.store.close()
+        self.backend.close()
 
     def __enter__(self) -> Collection:
         return self
@@ -208,7 +188,7 @@ class Collection:
     # ----- the model -------------------------------------------------------------------
     @property
     def model_name(self) -> str:
-        return str(self.store.manifest["model"]["model"])
+        return str(self.backend.manifest["model"]["model"])
 
     @property
     def embedder(self) -> Embedder:
@@ -219,19 +199,20 @@ class Collection:
         return self._embedder
 
     def _check_identity(self, embedder: Embedder) -> None:
-        stored = self.store.manifest["model"]
+        stored = self.backend.manifest["model"]
         ours = embedder.info.identity()
         if stored != ours:
             diff = sorted(k for k in set(stored) | set(ours) if stored.get(k) != ours.get(k))
             raise ModelMismatchError(
-                f"{self.store.root} was built with {stored['model']!r} "
+                f"{self.backend.location} was built with {stored['model']!r} "
                 f"(differs in {', '.join(diff)}); vectors from different models can't be "
                 "mixed: use the same model options, or another --db folder"
             )
-        if not same_adapter(self.store.manifest.get("adapter"), _adapter_identity(embedder)):
+        recorded_adapter = self.backend.manifest.get("adapter")
+        if not same_adapter(recorded_adapter, _adapter_identity(embedder)):
             raise ModelMismatchError(
-                f"{self.store.root} was built with adapter "
-                f"{(self.store.manifest.get('adapter') or {}).get('path')!r}, not "
+                f"{self.backend.location} was built with adapter "
+                f"{(recorded_adapter or {}).get('path')!r}, not "
                 f"{str(self.adapter_path) if self.adapter_path else None!r}; "
                 "use the same --adapter, or another --db folder"
             )
@@ -245,52 +226,48 @@ class Collection:
     ) -> IndexReport:
         """Add new/changed images under ``paths``, drop deleted ones; see IndexReport."""
         embedder = self.embedder
-        self.store.lock()
+        self.backend.lock()
         try:
-            # Images whose vectors were cut off the end of the file are forgotten and
-            # embedded again from their files; appending over their rows would make
-            # two images share one vector.
-            lost = self.store.drop_missing_rows()
+            lost = self.backend.begin_index_run()
             paths = [*paths, *(p for p in lost if os.path.lexists(p))]
-            report = index_paths(self.store, embedder, paths, batch_size, progress)
+            report = index_paths(self.backend, embedder, paths, batch_size, progress)
             report.repaired = len(lost)
-            # Changed and deleted files leave dead rows in the append-only vector file.
-            reclaimed = 0
-            if self.store.dead_rows() > COMPACT_DEAD_FRACTION * self.store.vector_rows():
-                reclaimed = self.store.compact()
-            report.index = self.indexes.sync()
-            if reclaimed:
-                report.index["vector_rows_reclaimed"] = reclaimed
+            # The explicit build step: only `index` builds or updates a search index.
+            report.index = self.backend.finish_index_run()
         finally:
-            self.store.unlock()
+            self.backend.unlock()
         return report
 
     # ----- reading ---------------------------------------------------------------------
     def count(self) -> int:
-        return self.store.count()
+        return self.backend.count()
 
     def get(self, image_id: int) -> ImageRecord:
-        return self.store.get(image_id)
+        return self.backend.get(image_id)
+
+    def find(self, image_id: int) -> ImageRecord | None:
+        """The image with this id, or None."""
+        return self.backend.find(image_id)
 
     def records(self, offset: int = 0, limit: int = 100) -> list[ImageRecord]:
-        return self.store.records(offset, limit)
+        return self.backend.records(offset, limit)
 
     def info(self) -> dict[str, Any]:
-        manifest = self.store.manifest
-        # Everything on disk, index generations (index-<ns>/ folders) included.
-        files = [p for p in self.store.root.rglob("*") if p.is_file()]
+        manifest = self.backend.manifest
+        storage = self.backend.describe()
         return {
-            "db": str(self.store.root.absolute()),
+            "db": storage["db"],
+            "backend": storage["backend"],
             "model": self.model_name,
-            "dim": self.store.dim,
+            "dim": self.backend.dim,
             "count": self.count(),
-            "bytes": sum(p.stat().st_size for p in files),
-            "vector_rows": self.store.vector_rows(),
-            "skipped": self.store.skipped(),
+            "bytes": storage["bytes"],
+            "vector_rows": storage["vector_rows"],
+            "skipped": self.backend.skipped(),
             "model_identity": manifest["model"],
             "adapter": manifest.get("adapter"),
             "format_version": manifest["format_version"],
-            "index": self.indexes.describe(),
+            "index": storage["index"],
         }
 
     # ----- searching -------------------------------------------------------------------
@@ -304,16 +281,18 @@ class Collection:
         metric: str = "cosine",
         batch_size: int = 32,
         rerank: Rerank | None = None,
+        under: str | os.PathLike[str] | None = None,
     ) -> list[QueryResult]:
         """Top-k look-alikes of each query (image files or PIL images).
 
         A query that is itself an indexed file is left out of its own results. A query
         file that cannot be read raises ImageReadError naming it. ``rerank``: re-order
         each query's shortlist (lookalike.reranking); scores stay cosine similarities.
+        ``under``: only images at or below that folder.
         """
         _check_search_args(k, metric)
         labels: list[str] = []
-        vectors = np.zeros((len(queries), self.store.dim), dtype=np.float32)
+        vectors = np.zeros((len(queries), self.backend.dim), dtype=np.float32)
         exclude = np.full(len(queries), MISSING_ID, dtype=np.int64)
         to_embed: list[tuple[int, Image.Image]] = []
         for i, query in enumerate(queries):
@@ -323,9 +302,9 @@ class Collection:
                 continue
             path = absolute(query)  # the key the indexer stored it under
             labels.append(str(path))
-            record = self.store.by_path(str(path))
+            record = self.backend.by_path(str(path))
             if record is not None and _unchanged(path, record):
-                vectors[i] = self.store.matrix()[record.row]
+                vectors[i] = self.backend.vectors_for([record.id])[0]
                 exclude[i] = record.id
             else:
                 if record is not None:
@@ -334,33 +313,53 @@ class Collection:
         for start in range(0, len(to_embed), batch_size):
             chunk = to_embed[start : start + batch_size]
             vectors[[i for i, _ in chunk]] = self.embed_images([im for _, im in chunk])
-        hits = self.search_vectors(vectors, k, metric, exclude_ids=exclude, rerank=rerank)
+        hits = self.search_vectors(
+            vectors, k, metric, exclude_ids=exclude, rerank=rerank, under=under
+        )
         return [QueryResult(q, h) for q, h in zip(labels, hits, strict=True)]
 
     def search_by_id(
-        self, ids: Sequence[int], k: int = 10, metric: str = "cosine", rerank: Rerank | None = None
+        self,
+        ids: Sequence[int],
+        k: int = 10,
+        metric: str = "cosine",
+        rerank: Rerank | None = None,
+        under: str | os.PathLike[str] | None = None,
     ) -> list[QueryResult]:
         """ "More like this": neighbours of indexed images, themselves excluded."""
         _check_search_args(k, metric)
-        records = [self.store.get(int(i)) for i in ids]
-        vectors = self.store.vectors_for([r.id for r in records])
+        records = [self.backend.get(int(i)) for i in ids]
+        vectors = self.backend.vectors_for([r.id for r in records])
         exclude = np.array([r.id for r in records], dtype=np.int64)
-        hits = self.search_vectors(vectors, k, metric, exclude_ids=exclude, rerank=rerank)
+        hits = self.search_vectors(
+            vectors, k, metric, exclude_ids=exclude, rerank=rerank, under=under
+        )
         return [QueryResult(r.path, h) for r, h in zip(records, hits, strict=True)]
 
     def search_all(
-        self, k: int = 10, metric: str = "cosine", batch: int = 512, rerank: Rerank | None = None
+        self,
+        k: int = 10,
+        metric: str = "cosine",
+        batch: int = 512,
+        rerank: Rerank | None = None,
+        under: str | os.PathLike[str] | None = None,
     ) -> Iterator[QueryResult]:
-        """Each indexed image's k nearest neighbours, streamed in batches."""
+        """Each indexed image's k nearest neighbours, streamed in batches (``under``: the
+        images below that folder, and neighbours among them)."""
         _check_search_args(k, metric)
         ids: list[int] = []
-        for record in self.store.iter_records():
+        records = (
+            iter(sorted(self.backend.records_under(_under(under)).values(), key=lambda r: r.id))
+            if under is not None
+            else self.backend.iter_records()
+        )
+        for record in records:
             ids.append(record.id)
             if len(ids) == batch:
-                yield from self.search_by_id(ids, k, metric, rerank)
+                yield from self.search_by_id(ids, k, metric, rerank=rerank, under=under)
                 ids = []
         if ids:
-            yield from self.search_by_id(ids, k, metric, rerank)
+            yield from self.search_by_id(ids, k, metric, rerank=rerank, under=under)
 
     def search_vectors(
         self,
@@ -369,25 +368,32 @@ class Collection:
         metric: str = "cosine",
         exclude_ids: IdArray | None = None,
         rerank: Rerank | None = None,
+        under: str | os.PathLike[str] | None = None,
     ) -> list[list[Hit]]:
         _check_search_args(k, metric)
+        folder = _under(under) if under is not None else None
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(vectors) == 0:
             return []
         if rerank is not None:
             raw = rerank_search(
-                vectors, k, self.indexes.search, self.indexes.vectors_of, rerank, exclude_ids
+                vectors,
+                k,
+                lambda q, n: self.backend.search(q, n, under=folder),
+                lambda ids: self.backend.vectors_for(np.asarray(ids).tolist()),
+                rerank,
+                exclude_ids,
             )
             return self._to_hits(raw, k, metric, None)  # the excluded are already out
         excluding = exclude_ids is not None and bool(np.any(exclude_ids != MISSING_ID))
-        raw = self.indexes.search(vectors, k + 1 if excluding else k)
+        raw = self.backend.search(vectors, k + 1 if excluding else k, under=folder)
         return self._to_hits(raw, k, metric, exclude_ids)
 
     def _to_hits(
         self, raw: SearchHits, k: int, metric: str, exclude_ids: IdArray | None
     ) -> list[list[Hit]]:
         found = raw.ids[raw.ids != MISSING_ID]
-        paths = self.store.ids_and_paths(np.unique(found).tolist())
+        paths = self.backend.ids_and_paths(np.unique(found).tolist())
         out: list[list[Hit]] = []
         for row in range(raw.ids.shape[0]):
             skip = int(exclude_ids[row]) if exclude_ids is not None else MISSING_ID
@@ -436,7 +442,7 @@ class Collection:
         for cluster in leader_clusters(links, candidates, confirm):
             # Scores from the stored vectors, not the index: an approximate index's are
             # estimates, and a member must really be within the threshold.
-            vectors = self.store.vectors_for(cluster.members).astype(np.float64)
+            vectors = self.backend.vectors_for(cluster.members).astype(np.float64)
             exact = (vectors @ vectors[0]).tolist()
             rep = cluster.representative
             joined = {m for m in cluster.members[1:] if _key(rep, m) in verified}
@@ -476,12 +482,12 @@ class Collection:
         links, candidates, check = self._duplicate_links(threshold, k, effort, verify)
         verified = {p for p in candidates if check is not None and check(*p)}
         pairs = [*links, *verified]
-        paths = self.store.ids_and_paths({i for pair in pairs for i in pair})
+        paths = self.backend.ids_and_paths({i for pair in pairs for i in pair})
         out: list[DuplicatePair] = []
         for start in range(0, len(pairs), 4096):
             chunk = pairs[start : start + 4096]
-            a = self.store.vectors_for([p[0] for p in chunk]).astype(np.float64)
-            b = self.store.vectors_for([p[1] for p in chunk]).astype(np.float64)
+            a = self.backend.vectors_for([p[0] for p in chunk]).astype(np.float64)
+            b = self.backend.vectors_for([p[1] for p in chunk]).astype(np.float64)
             for (ia, ib), score in zip(chunk, np.einsum("ij,ij->i", a, b).tolist(), strict=True):
                 checked = (ia, ib) in verified
                 if score >= threshold - SCORE_SLACK or checked:
@@ -508,7 +514,7 @@ class Collection:
         links, candidates = split_links(
             self._links(CANDIDATE_FLOOR, max(k, CANDIDATE_K), effort), threshold
         )
-        paths = self.store.ids_and_paths({i for pair in candidates for i in pair})
+        paths = self.backend.ids_and_paths({i for pair in candidates for i in pair})
         verifier = local.Verifier(lambda i: paths[i])
 
         def check(a: int, b: int) -> bool:
@@ -527,17 +533,17 @@ class Collection:
             raise CollectionError(f"threshold must be between -1 and 1, got {threshold}")
         if effort <= 0:
             raise CollectionError(f"effort must be positive, got {effort}")
-        ids = np.array([r.id for r in self.store.iter_records()], dtype=np.int64)
+        ids = np.array([r.id for r in self.backend.iter_records()], dtype=np.int64)
         batches = neighbour_batches(
             ids,
-            lambda chunk: self.store.vectors_for(chunk.tolist()),
-            lambda vectors, n: self.indexes.search(vectors, n, effort=effort),
+            lambda chunk: self.backend.vectors_for(chunk.tolist()),
+            lambda vectors, n: self.backend.search(vectors, n, effort=effort),
             k + 1,
         )
         return similar_links(batches, threshold)
 
     def _member(self, image_id: int, score: float, verified: bool = False) -> GroupMember:
-        r = self.store.get(image_id)
+        r = self.backend.get(image_id)
         return GroupMember(
             r.id, r.path, min(score, 1.0), r.width, r.height, r.size, r.mtime_ns, verified
         )
@@ -545,18 +551,6 @@ class Collection:
 
 def _key(a: int, b: int) -> tuple[int, int]:
     return (a, b) if a < b else (b, a)
-
-
-def _read_or_recover_manifest(root: Path) -> dict[str, Any] | None:
-    """manifest.json, or when it is gone, the copy meta.sqlite keeps (written back when
-    the folder is writable): vectors are never read under a model they weren't made by."""
-    manifest = Store.read_manifest(root)
-    if manifest is not None:
-        return manifest
-    recorded = Store.recorded_manifest(root)
-    if recorded is not None and os.access(root, os.W_OK):
-        write_json_atomic(root / MANIFEST, recorded)
-    return recorded
 
 
 def _unchanged(path: Path, record: ImageRecord) -> bool:
@@ -603,6 +597,11 @@ def _weights_file(options: ModelOptions | None) -> str | None:
     if options is None or options.weights is None:
         return None
     return str(Path(options.weights).expanduser().absolute())
+
+
+def _under(folder: str | os.PathLike[str]) -> str:
+    """A filter folder spelled as the indexer stores paths (absolute, no trailing slash)."""
+    return str(absolute(folder))
 
 
 def _check_search_args(k: int, metric: str) -> None:

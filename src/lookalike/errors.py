@@ -8,7 +8,18 @@ class LookalikeError(Exception):
 
 
 class ImageReadError(LookalikeError):
-    """A file could not be read as an image; the message says why."""
+    """A file could not be read as an image. ``ImageReadError(path, reason)`` keeps both as
+    fields (the message is "path: reason"); a single argument is the whole message."""
+
+    def __init__(self, path: object, reason: str | None = None) -> None:
+        if reason is None:
+            super().__init__(str(path))
+            self.path: str | None = None
+            self.reason = str(path)
+        else:
+            super().__init__(f"{path}: {reason}")
+            self.path = str(path)
+            self.reason = reason
 
 
 class ModelError(LookalikeError):

@@ -220,6 +220,7 @@ def _cached_vectors(
     mirrored: bool,
 ) -> tuple[list[str], FloatArray, dict[str, Any], int]:
     """(paths sorted, their vectors, the embedder's identity, files skipped) of one view."""
+    from lookalike.labelled_vectors import indexed_vectors
     from lookalike.paths import cache_dir
 
     parts = [str(root), model, model_options.pool, str(model_options.weights or "")]
@@ -229,19 +230,15 @@ def _cached_vectors(
         try:
             with _open_cache(db, model, model_options, mirrored) as col:
                 report = col.index([root], batch_size=batch_size, progress=progress)
-                records = sorted(col.store.iter_records(), key=lambda r: r.path)
-                matrix = col.store.matrix()
-                vectors = np.ascontiguousarray(
-                    matrix[[r.row for r in records]] if records else matrix[:0], dtype=np.float32
-                )
-                identity = dict(col.store.manifest["model"])
+                paths, vectors = indexed_vectors(col)
+                identity = dict(col.backend.manifest["model"])
             break
         except ModelMismatchError:
             # The cached vectors came from other weights (a replaced file): start over.
             if attempt == 2:
                 raise
             shutil.rmtree(db, ignore_errors=True)
-    return [r.path for r in records], vectors, identity, len(report.skipped)
+    return paths, vectors, identity, len(report.skipped)
 
 
 def _open_cache(db: Path, model: str, model_options: ModelOptions, mirrored: bool) -> Collection:

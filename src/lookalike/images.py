@@ -99,7 +99,7 @@ def open_regular(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
         st = os.fstat(fd)
         reason = not_regular(st.st_mode)
         if reason:
-            raise ImageReadError(f"{path}: {reason}")
+            raise ImageReadError(path, reason)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return fd, st
@@ -114,14 +114,14 @@ def read_file(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result]:
     fd, st = open_regular(path)
     with os.fdopen(fd, "rb") as fh:
         if st.st_size == 0:
-            raise ImageReadError(f"{path}: empty file (0 bytes)")
+            raise ImageReadError(path, "empty file (0 bytes)")
         if st.st_size > MAX_FILE_BYTES:
             raise ImageReadError(
-                f"{path}: {st.st_size:,} bytes is over the limit of {MAX_FILE_BYTES:,} for an image"
+                path, f"{st.st_size:,} bytes is over the limit of {MAX_FILE_BYTES:,} for an image"
             )
         data = fh.read(MAX_FILE_BYTES + 1)
     if not data:
-        raise ImageReadError(f"{path}: empty file (0 bytes)")
+        raise ImageReadError(path, "empty file (0 bytes)")
     return data, st
 
 
@@ -147,8 +147,9 @@ def load_image(
                 limit = min(MAX_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_PIXELS)
                 if im.width * im.height > limit:
                     raise ImageReadError(
-                        f"{path}: {im.width}x{im.height} pixels is over the limit of "
-                        f"{limit:,} (decompression bomb?)"
+                        path,
+                        f"{im.width}x{im.height} pixels is over the limit of "
+                        f"{limit:,} (decompression bomb?)",
                     )
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)  # animated: first frame
@@ -165,23 +166,23 @@ def load_image(
     except ImageReadError:
         raise
     except FileNotFoundError:
-        raise ImageReadError(f"{path}: no such file") from None
+        raise ImageReadError(path, "no such file") from None
     except PermissionError:
-        raise ImageReadError(f"{path}: permission denied") from None
+        raise ImageReadError(path, "permission denied") from None
     except IsADirectoryError:
-        raise ImageReadError(f"{path}: is a directory") from None
+        raise ImageReadError(path, "is a directory") from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image (format not recognised)") from None
+        raise ImageReadError(path, "not an image (format not recognised)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(f"{path}: refused as a decompression bomb ({exc})") from None
+        raise ImageReadError(path, f"refused as a decompression bomb ({exc})") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise ImageReadError(f"{path}: symlink loop") from None
+            raise ImageReadError(path, "symlink loop") from None
         reason = str(exc) or type(exc).__name__
-        raise ImageReadError(f"{path}: unreadable image ({reason})") from None
+        raise ImageReadError(path, f"unreadable image ({reason})") from None
     except (ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError) as exc:
         # Pillow plugins raise these on malformed headers.
-        raise ImageReadError(f"{path}: damaged image ({type(exc).__name__}: {exc})") from None
+        raise ImageReadError(path, f"damaged image ({type(exc).__name__}: {exc})") from None
 
 
 def draft(im: Image.Image, min_side: int) -> None:

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lookalike.backends.base import StorageBackend
 from lookalike.errors import CollectionError
 from lookalike.hashing import digest_many
 from lookalike.images import absolute, scan
 from lookalike.models.base import Embedder
 from lookalike.pipeline import embed_files
-from lookalike.store import ImageRecord, NewImage, Store
+from lookalike.store import ImageRecord, NewImage
 
 # Commit at least this often (images) so a crash loses little work.
 COMMIT_EVERY = 256
@@ -85,7 +86,7 @@ def _reason(text: str, path: Path) -> str:
 
 
 def index_paths(
-    store: Store,
+    store: StorageBackend,
     embedder: Embedder,
     paths: Sequence[str | os.PathLike[str]],
     batch_size: int = 32,
@@ -225,7 +226,7 @@ def _commit_every() -> int:
 
 
 def _embed_and_commit(
-    store: Store,
+    store: StorageBackend,
     embedder: Embedder,
     cands: list[_Candidate],
     batch_size: int,

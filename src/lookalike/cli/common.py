@@ -17,13 +17,31 @@ from lookalike.paths import printable
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class DbParam(click.ParamType):
+    """--db: a collection folder (a Path), or a Milvus URI kept as written (a str)."""
+
+    name = "db"
+    _folder = click.Path(file_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            from lookalike.backends.locations import is_uri
+
+            if is_uri(value):
+                return value
+        return self._folder.convert(value, param, ctx)
+
+
 def db_option(f: F) -> F:
     return click.option(
         "--db",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=DbParam(),
         envvar="LOOKALIKE_DB",
         default=None,
-        help="Collection folder (env LOOKALIKE_DB; default: 'lookalike' in your data dir).",
+        help=(
+            "Collection folder, or milvus://HOST:PORT/NAME, or milvus-lite:///path/file.db "
+            "(env LOOKALIKE_DB; default: 'lookalike' in your data dir)."
+        ),
     )(f)
 
 
@@ -139,6 +157,6 @@ def progress_bar(description: str, enabled: bool) -> Iterator[Callable[[int, int
 
 def echo_index_note(col: Any) -> None:
     """The one line a search says when it had to replace or bypass a damaged index."""
-    note = col.indexes.note
+    note = col.index_note
     if note:
         click.echo(f"note: {note}", err=True)

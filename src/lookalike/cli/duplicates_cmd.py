@@ -38,7 +38,7 @@ from lookalike.cli.common import db_option, echo_index_note, emit_json, json_opt
 )
 @json_option
 def duplicates_command(
-    db: Path | None,
+    db: Path | str | None,
     threshold: float,
     effort: float | None,
     pairs: bool,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from lookalike.cli.common import (
+    DbParam,
     build_model_options,
     emit_json,
     json_option,
@@ -63,6 +64,15 @@ def _model_names(spec: str | None) -> list[str]:
     help="Write a Markdown report with PNG plots and contact sheets to this folder.",
 )
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option(
+    "--db",
+    type=DbParam(),
+    default=None,
+    help=(
+        "Keep the embeddings in this collection (a folder or a Milvus URI) instead of the "
+        "cache; it must be of the model. One --model only."
+    ),
+)
 @json_option
 def eval_command(
     dataset_dir: Path,
@@ -75,6 +85,7 @@ def eval_command(
     queries_dir: Path | None,
     report_dir: Path | None,
     batch_size: int,
+    db: Path | str | None,
     as_json: bool,
 ) -> None:
     """Measure retrieval quality on labelled images laid out DATASET_DIR/class/image.
@@ -97,6 +108,8 @@ def eval_command(
     names = _model_names(model)
     if weights is not None and len(names) > 1:
         raise click.UsageError("--weights applies to one model; give a single --model")
+    if db is not None and len(names) > 1:
+        raise click.UsageError("--db holds one model's vectors; give a single --model")
     if report_dir is not None and importlib.util.find_spec("matplotlib") is None:
         # Checked before embedding, which may take minutes.
         raise click.UsageError("--report needs matplotlib: pip install 'lookalike[eval]'")
@@ -115,6 +128,7 @@ def eval_command(
                     adapter=adapter,
                     batch_size=batch_size,
                     progress=progress,
+                    db=db,
                 )
             )
     if report_dir is not None:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 @json_option
 def index_command(
     paths: tuple[Path, ...],
-    db: Path | None,
+    db: Path | str | None,
     model: str | None,
     weights: Path | None,
     pool: str | None,

@@ -11,7 +11,7 @@ from lookalike.cli.common import db_option, emit_json, json_option
 @click.command("info")
 @db_option
 @json_option
-def info_command(db: Path | None, as_json: bool) -> None:
+def info_command(db: Path | str | None, as_json: bool) -> None:
     """What a collection holds: model, size on disk, skipped files, search index."""
     from lookalike.collection import Collection
 
@@ -62,5 +62,5 @@ def _index_line(index: dict[str, Any]) -> str:
     if index.get("note"):
         parts.append(index["note"])
     if index.get("up_to_date") is False:
-        parts.append("out of date: the next search or index run updates it")
+        parts.append("out of date: searches are exact until the next `lookalike index` run")
     return "; ".join(parts)

@@ -24,6 +24,12 @@ from lookalike.results import QueryResult
 )
 @click.option("--all", "all_images", is_flag=True, help="List every indexed image's neighbours.")
 @click.option(
+    "--under",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Only images at or below this folder (with --all: those images, among themselves).",
+)
+@click.option(
     "--sheet",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -47,10 +53,11 @@ from lookalike.results import QueryResult
 @json_option
 def search_command(
     queries: tuple[Path, ...],
-    db: Path | None,
+    db: Path | str | None,
     k: int,
     metric: str,
     all_images: bool,
+    under: Path | None,
     sheet: Path | None,
     model: str | None,
     weights: Path | None,
@@ -70,6 +77,8 @@ def search_command(
       lookalike search a.jpg b.png --json --sheet neighbours.png
       lookalike search --all -k 3 --json
       lookalike search cat.jpg --rerank qe
+      lookalike search cat.jpg --under ~/Pictures/2024
+      lookalike search cat.jpg --db milvus-lite:///data/photos.db
     """
     from lookalike.collection import Collection
     from lookalike.reranking import parse_rerank
@@ -83,9 +92,9 @@ def search_command(
     ) as col:
         # --all streams: each batch of neighbours is printed as soon as it is found.
         results: Iterable[QueryResult] = (
-            col.search_all(k=k, metric=metric, rerank=setup)
+            col.search_all(k=k, metric=metric, rerank=setup, under=under)
             if all_images
-            else col.search(list(queries), k=k, metric=metric, rerank=setup)
+            else col.search(list(queries), k=k, metric=metric, rerank=setup, under=under)
         )
         if sheet is not None:
             from lookalike.sheet import contact_sheet

@@ -48,7 +48,7 @@ from lookalike.cli.common import build_model_options, db_option
     help="uvicorn's log level (info logs each request).",
 )
 def serve_command(
-    db: Path | None,
+    db: Path | str | None,
     host: str,
     port: int,
     max_upload_mb: float,

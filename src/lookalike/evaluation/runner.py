@@ -144,8 +144,10 @@ def embed_labelled(
     cache_root: Path | None = None,
     batch_size: int = 32,
     progress: ProgressFn | None = None,
+    db: str | Path | None = None,
 ) -> Embedded:
-    """Vectors for a labelled folder, through its cached collection.
+    """Vectors for a labelled folder, through its cached collection (``db``: through that
+    collection instead, a folder or a Milvus URI, which must be of the model).
 
     The cache holds the model's own vectors; an adapter is applied to them afterwards, so
     trying several adapters (or none) on one folder embeds it once.
@@ -154,7 +156,11 @@ def embed_labelled(
     from lookalike.paths import cache_dir
 
     options = model_options or ModelOptions()
-    root = (cache_root or cache_dir() / "eval") / cache_key(images.root, model, options)
+    root: str | Path = (
+        db
+        if db is not None
+        else (cache_root or cache_dir() / "eval") / cache_key(images.root, model, options)
+    )
     wanted = [str(p) for p in images.paths]
     # The class folders only: files loose in the root are not embedded for nothing.
     folders = sorted({images.root / p.relative_to(images.root).parts[0] for p in images.paths})
@@ -164,6 +170,8 @@ def embed_labelled(
             root, folders, wanted, model, options, batch_size, progress
         )
     except ModelMismatchError:
+        if db is not None:
+            raise  # the user's collection, not our cache
         # The weights file behind this cache changed: the cache is ours to rebuild.
         shutil.rmtree(root)
         report, found, identity = _index_cached(
@@ -193,7 +201,7 @@ def embed_labelled(
 
 
 def _index_cached(
-    root: Path,
+    root: str | Path,
     folders: list[Path],
     wanted: list[str],
     model: str,
@@ -204,15 +212,14 @@ def _index_cached(
     """Index ``folders`` into the cached collection at ``root``; return the report, which of
     ``wanted`` paths have a vector, those vectors (in order) and the model's identity."""
     from lookalike.collection import Collection
+    from lookalike.labelled_vectors import indexed_vectors
 
     with Collection.open(root, model=model, model_options=options, create=True) as col:
         report = col.index(folders, batch_size=batch_size, progress=progress)
-        identity = dict(col.store.manifest["model"])
-        row_of = {r.path: r.row for r in col.store.iter_records()}
-        keep = np.array([p in row_of for p in wanted], dtype=bool)
-        rows = [row_of[p] for p in wanted if p in row_of]
-        # Copied out of the memory map before the collection closes.
-        vectors = np.ascontiguousarray(col.store.matrix()[rows], dtype=np.float32)
+        identity = dict(col.backend.manifest["model"])
+        found, vectors = indexed_vectors(col, wanted)
+        have = set(found)
+        keep = np.array([p in have for p in wanted], dtype=bool)
     return report, (keep, vectors), identity
 
 
@@ -256,6 +263,7 @@ def evaluate(
     cache_root: Path | None = None,
     batch_size: int = 32,
     progress: ProgressFn | None = None,
+    db: str | Path | None = None,
 ) -> EvalResult:
     """Score ``model`` on a ``class/image`` folder (see the module docstring for modes)."""
     from lookalike.results import METRICS
@@ -267,7 +275,7 @@ def evaluate(
 
     def embed(images: LabelledImages) -> Embedded:
         return embed_labelled(
-            images, model, model_options, adapter, cache_root, batch_size, progress
+            images, model, model_options, adapter, cache_root, batch_size, progress, db
         )
 
     gallery = embed(read_dataset(dataset_dir))

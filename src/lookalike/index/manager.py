@@ -13,15 +13,16 @@ old one, so a crash leaves either the old or the new index, never a mix.
 
 Search is ``index.search(q, shortlist)`` then, for quantised kinds, exact re-ranking of
 the shortlist from the memory-mapped vector file (rerank.py): scores are always exact.
+
+The jobs around it live apart: deciding the kind and when to rebuild (policy.py), what is
+specific to each kind (builders.py), the generation folders and their freshness stamp
+(generations.py). This module sequences them: sync (build or update), search, describe.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,55 +31,29 @@ from typing import Any
 import numpy as np
 
 from lookalike.errors import IndexBuildError
+from lookalike.index import generations
 from lookalike.index.base import SearchHits
 from lookalike.index.budget import (
-    HNSW_M,
     KINDS,
     MIN_APPROX,
-    choose_kind,
     default_budget,
-    exact_fits,
-    ivf_nlist,
     parse_memory_budget,
-    pq_m,
 )
+from lookalike.index.builders import Approx, builder_for, scaled_shortlist
 from lookalike.index.exact import topk_blockwise
-from lookalike.index.hnsw import HNSWIndex
-from lookalike.index.ivfpq import IVFPQIndex, pq_nbits
-from lookalike.index.rerank import exact_scores, rerank
-from lookalike.index.tuning import (
-    TARGET_RECALL,
-    Tuned,
-    hnsw_configs,
-    hnsw_cost,
-    hnsw_probes,
-    holdout_size,
-    ivfpq_cost,
-    ivfpq_probes,
-    tune,
-    tune_shortlist,
-)
-from lookalike.store import Store, write_json_atomic
+from lookalike.index.generations import ROWS_FILE, meta_stamp, publish, read_meta
+from lookalike.index.policy import missed_target, rebuild_reason, target_kind
+from lookalike.index.tuning import TARGET_RECALL, Tuned, holdout_size
+from lookalike.store import Store
 from lookalike.vectors import FloatArray, IdArray
 
 __all__ = ["IndexManager", "parse_memory_budget"]
 
-META_FILE = "index.json"
 LOCK_FILE = "index.lock"
-GENERATION_PREFIX = "index-"
-ROWS_FILE = "rows.npy"
-FORMAT = 1
 
-REBUILD_DELETED = 0.2  # hnsw: rebuild once a fifth of the graph is deleted entries
-REBUILD_GROWTH = 2.0  # rebuild and re-tune when the collection doubled or halved
 ADD_CHUNK = 32768
-HNSW_EF_CONSTRUCTION = 40
-# hnsw-sq8 re-ranks a shortlist exactly: 8-bit scores misorder near-ties, and a longer
-# shortlist fixes that more cheaply than a wider graph search.
-SQ8_SHORTLISTS = (10, 20, 30, 40, 60, 80)
 
 ProgressFn = Callable[[int, int], None]  # (vectors added, total to add)
-Approx = HNSWIndex | IVFPQIndex
 
 
 class IndexManager:
@@ -134,7 +109,8 @@ class IndexManager:
             return report
 
     def search(self, queries: FloatArray, k: int, effort: float = 1.0) -> SearchHits:
-        """Top-k image ids by cosine similarity (exact scores), padded with id -1.
+        """Top-k image ids by cosine similarity (exact scores), padded with id -1. Never
+        builds or writes: a stale or missing index means exact search (see _ensure_ready).
 
         ``effort`` multiplies the tuned search width of approximate kinds (HNSW efSearch,
         IVF nprobe, the re-ranked shortlist): more finds more of the true neighbours, at
@@ -151,7 +127,7 @@ class IndexManager:
         if meta is None or meta["kind"] == "exact" or self._index is None:
             return self._exact(q, k)
         params = meta["params"]
-        shortlist = _scaled_shortlist(int(params.get("shortlist", 10)), k)
+        shortlist = scaled_shortlist(int(params.get("shortlist", 10)), k)
         if shortlist >= len(self._index):
             return self._exact(q, k)  # the whole collection: exact is as cheap, and perfect
         return self._approx_search(self._index, q, k, _with_effort(params, effort))
@@ -183,39 +159,12 @@ class IndexManager:
         out["up_to_date"] = self._is_fresh(meta)
         return out
 
-    # ===== deciding =======================================================================
+    # ===== deciding (policy.py) ==========================================================
     def _target_kind(self, n: int, meta: dict[str, Any] | None) -> str:
-        if n < MIN_APPROX:
-            return "exact"
-        if self.kind == "auto":
-            # auto fell back to exact because tuning missed its target: stay until the
-            # collection has grown enough to be worth tuning again (as for a rebuild).
-            fallback = (meta or {}).get("fallback")
-            if (
-                meta
-                and meta["kind"] == "exact"
-                and fallback
-                and n < REBUILD_GROWTH * int(fallback["count"])
-                and exact_fits(n, self.store.dim, self.memory_budget)
-            ):
-                return "exact"
-            current = meta["kind"] if meta else None
-            return choose_kind(n, self.store.dim, self.memory_budget, current)
-        return self.kind
+        return target_kind(self.kind, n, self.store.dim, self.memory_budget, meta)
 
     def _rebuild_reason(self, meta: dict[str, Any] | None, target: str, n: int) -> str | None:
-        if meta is None:
-            return "no index yet"
-        if meta["kind"] != target:
-            return f"index kind changes from {meta['kind']} to {target}"
-        if target == "exact":
-            return None
-        if meta.get("dir") is None or not (self.store.root / meta["dir"]).is_dir():
-            return "index files are missing"
-        built = max(1, int(meta.get("built_count", 0)))
-        if n >= REBUILD_GROWTH * built or n * REBUILD_GROWTH <= built:
-            return f"collection changed from {built} to {n} vectors since the index was tuned"
-        return None
+        return rebuild_reason(meta, target, n, self.store.root)
 
     # ===== building =======================================================================
     def _build(
@@ -245,7 +194,10 @@ class IndexManager:
             meta["params"] = {**index.params(), **tuned.params}
             meta["recall"] = tuned.to_json()
             if not tuned.met:
-                meta, index = self._missed_target(meta, index, tuned, n)
+                meta, keep = missed_target(
+                    self.kind, meta, tuned, n, self.store.dim, self.memory_budget
+                )
+                index = index if keep else None
         meta["build_seconds"] = round(time.perf_counter() - started, 3)
         self._commit(meta, index, row_ids, lookup, unchanged_from=None)
         out = {
@@ -261,100 +213,22 @@ class IndexManager:
             out["note"] = meta["note"]
         return out
 
-    def _missed_target(
-        self, meta: dict[str, Any], index: Approx, tuned: Tuned, n: int
-    ) -> tuple[dict[str, Any], Approx | None]:
-        """Tuning could not reach the recall target. `auto` promised it, so it falls back to
-        exact search when the vector file fits the memory budget; an explicitly asked-for
-        kind is kept. Either way the note says so (info, the index report)."""
-        missed = (
-            f"{meta['kind']} reached recall@10 {tuned.recall:.3f}, below the {tuned.target} target"
-        )
-        if self.kind != "auto" or not exact_fits(n, self.store.dim, self.memory_budget):
-            why = (
-                "as asked" if self.kind != "auto" else "exact search does not fit the memory budget"
-            )
-            meta["note"] = f"{missed}; kept ({why})"
-            return meta, index
-        meta = {
-            **meta,
-            "kind": "exact",
-            "params": {},
-            "recall": {
-                "recall_at_10": 1.0,
-                "recall_target": tuned.target,
-                "recall_target_met": True,
-            },
-            "fallback": {"kind": meta["kind"], "count": n, **tuned.to_json()},
-            "note": f"{missed}; fell back to exact search",
-        }
-        return meta, None
-
     def _build_approximate(
         self, kind: str, row_ids: IdArray, lookup: np.ndarray, progress: ProgressFn | None
     ) -> tuple[Approx, Tuned]:
+        builder = builder_for(kind)
         rng = np.random.default_rng(self.seed)
         live = lookup[0]
         held = np.sort(rng.choice(live, size=holdout_size(len(live)), replace=False))
         build_ids = np.setdiff1d(live, held, assume_unique=True)
-        dim = self.store.dim
-        index: Approx
-        if kind == "ivfpq":
-            nlist = ivf_nlist(len(build_ids))
-            n_train = min(len(build_ids), IVFPQIndex.train_size(nlist))
-            index = IVFPQIndex(dim, nlist=nlist, m=pq_m(dim), nbits=pq_nbits(n_train))
-            sample = np.sort(rng.choice(build_ids, size=n_train, replace=False))
-            index.train(self._vectors_of(sample), seed=self.seed)
-        else:
-            index = HNSWIndex(
-                dim, m=HNSW_M, sq8=kind == "hnsw-sq8", ef_construction=HNSW_EF_CONSTRUCTION
-            )
-            if index.sq8:
-                n_train = min(len(build_ids), 100_000)
-                index.train(self._vectors_of(np.sort(rng.choice(build_ids, n_train, False))))
+        index = builder.create(self.store.dim, build_ids, rng, self._vectors_of, self.seed)
         self._add_in_chunks(index, build_ids, progress, total=len(live))
-
         # Tune on the held-out vectors against exact search over what is indexed so far.
         queries = self._vectors_of(held)
         masked = np.where(np.isin(row_ids, held), -1, row_ids)
         truth = topk_blockwise(self.store.matrix(), masked, queries, 10)
-        if isinstance(index, IVFPQIndex):
-            ivf = index
-
-            def candidates(q: FloatArray, probe: dict[str, Any], width: int) -> FloatArray:
-                hits = ivf.search(q, width, nprobe=int(probe["nprobe"]))
-                return exact_scores(q, hits.ids, self._vectors_of)
-
-            cost = ivfpq_cost(len(build_ids), dim, ivf.nlist, ivf.m)
-            probes = ivfpq_probes(ivf.nlist)
-            tuned = tune_shortlist(
-                probes, candidates, cost, queries, truth.scores, self.target_recall
-            )
-        elif index.sq8:
-            sq8 = index
-
-            def sq8_candidates(q: FloatArray, probe: dict[str, Any], width: int) -> FloatArray:
-                hits = sq8.search(q, width, ef_search=max(int(probe["ef_search"]), width))
-                return exact_scores(q, hits.ids, self._vectors_of)
-
-            cost = hnsw_cost(dim, HNSW_M)
-            tuned = tune_shortlist(
-                hnsw_probes(max(SQ8_SHORTLISTS)),
-                sq8_candidates,
-                cost,
-                queries,
-                truth.scores,
-                self.target_recall,
-                shortlists=SQ8_SHORTLISTS,
-            )
-        else:
-            graph = index
-
-            def searcher(q: FloatArray, params: dict[str, Any], k: int) -> SearchHits:
-                return self._approx_search(graph, q, k, params)
-
-            tuned = tune(hnsw_configs(10), searcher, queries, truth.scores, self.target_recall)
-        _apply_params(index, tuned.params)
+        tuned = builder.tune(index, queries, truth.scores, self.target_recall, self._vectors_of)
+        builder.apply(index, tuned.params)
         index.add(held, queries)
         if progress is not None:
             progress(len(live), len(live))
@@ -390,8 +264,9 @@ class IndexManager:
             )
             return report
         folder = self.store.root / meta["dir"]
+        builder = builder_for(kind)
         try:
-            index = _load(kind, folder, meta["params"], mmap=False)
+            index = builder.load(folder, meta["params"], mmap=False)
         except (OSError, RuntimeError, ValueError) as exc:
             # A truncated or damaged index.faiss: the vectors are the source of truth.
             report["rebuild_reason"] = f"{folder}: damaged index ({_first_line(exc)}); rebuilt"
@@ -402,14 +277,10 @@ class IndexManager:
         live = lookup[0]
         remove = np.setdiff1d(indexed, live, assume_unique=True)
         add = np.setdiff1d(live, indexed, assume_unique=True)
-        if isinstance(index, HNSWIndex):
-            dead = np.count_nonzero(index.deleted) + len(remove)
-            if dead > REBUILD_DELETED * (len(index.deleted) + len(add)):
-                report["rebuild_reason"] = (
-                    f"compaction: {dead} of {len(index.deleted) + len(add)} graph entries "
-                    "would be deleted ones"
-                )
-                return report
+        why = builder.rebuild_for_removals(index, len(remove), len(add))
+        if why is not None:
+            report["rebuild_reason"] = why
+            return report
         self._lookup = lookup
         index.remove(remove)
         self._add_in_chunks(index, add, progress, total=len(add))
@@ -419,7 +290,7 @@ class IndexManager:
             "added_since_build": int(meta.get("added_since_build", 0)) + len(add),
             "removed_since_build": int(meta.get("removed_since_build", 0)) + len(remove),
         }
-        only_removals = isinstance(index, HNSWIndex) and len(add) == 0
+        only_removals = builder.files_unchanged_by_removals() and len(add) == 0
         self._commit(meta, index, row_ids, lookup, unchanged_from=folder if only_removals else None)
         report.update(added=len(add), removed=len(remove), count=len(index))
         return report
@@ -437,30 +308,21 @@ class IndexManager:
         root = self.store.root
         meta = {
             **meta,
-            "format": FORMAT,
+            "format": generations.FORMAT,
             "dim": self.store.dim,
             "requested_kind": self.kind,
             "synced_at": time.time(),
             **self._synced_state,
         }
         if index is not None:
-            folder = root / f"{GENERATION_PREFIX}{time.time_ns()}"
-            folder.mkdir()
-            if isinstance(index, HNSWIndex):
-                index.save(folder, index_unchanged_from=unchanged_from)
-            else:
-                index.save(folder)
-            np.save(folder / ROWS_FILE, lookup)
-            _fsync_folder(folder)
-            meta["dir"] = folder.name
-            meta["bytes"] = sum(p.stat().st_size for p in folder.iterdir())
+            builder = builder_for(meta["kind"])
+            meta["dir"], meta["bytes"] = generations.write_generation(
+                root, builder, index, lookup, unchanged_from
+            )
         else:
             meta["dir"] = None
             meta["bytes"] = 0
-        write_json_atomic(root / META_FILE, meta)
-        for old in root.glob(f"{GENERATION_PREFIX}*"):
-            if old.is_dir() and old.name != meta["dir"]:
-                shutil.rmtree(old, ignore_errors=True)
+        publish(root, meta)
         self._meta = meta
         self._index = index
         self._lookup = lookup
@@ -469,19 +331,7 @@ class IndexManager:
         self._disk_stamp = self._current_stamp()
 
     def _read_meta(self) -> dict[str, Any] | None:
-        """index.json, or None when missing, unreadable or made for other vectors."""
-        path = self.store.root / META_FILE
-        try:
-            meta: dict[str, Any] = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, json.JSONDecodeError):
-            return None  # rebuilt from the store, which is the source of truth
-        if meta.get("format") != FORMAT or meta.get("dim") != self.store.dim:
-            return None
-        if meta.get("kind") not in KINDS:
-            return None
-        return meta
+        return read_meta(self.store.root, self.store.dim)
 
     def _fingerprint(self) -> dict[str, Any]:
         """What changes whenever the store's searchable vectors change."""
@@ -493,12 +343,7 @@ class IndexManager:
 
     def _current_stamp(self) -> tuple[Any, ...]:
         """Cheap to read, and changes whenever another process syncs or compacts."""
-        try:
-            st = (self.store.root / META_FILE).stat()
-            meta_stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            meta_stamp = None
-        return (meta_stamp, self.store.vectors_path.name)
+        return (meta_stamp(self.store.root), self.store.vectors_path.name)
 
     def _is_fresh(self, meta: dict[str, Any]) -> bool:
         """Whether the store is as it was when this index was synced."""
@@ -515,7 +360,9 @@ class IndexManager:
 
     # ===== searching ======================================================================
     def _ensure_ready(self) -> None:
-        """Load the persisted index (memory-mapped) or, if stale or missing, sync first.
+        """Load the persisted index (memory-mapped); if it is stale, missing or damaged,
+        search exactly instead. A search never builds or writes an index: that is the
+        explicit last step of `lookalike index` (sync).
 
         A process that lives long (the web server) sees other processes' syncs: index.json
         is replaced by each one, so a changed stamp means our view is out of date.
@@ -531,30 +378,38 @@ class IndexManager:
         if meta is not None and fresh and meta["kind"] != "exact":
             folder = self.store.root / str(meta.get("dir"))
             try:
-                self._index = _load(meta["kind"], folder, meta["params"], mmap=True)
+                self._index = builder_for(meta["kind"]).load(folder, meta["params"], mmap=True)
                 self._lookup = np.load(folder / ROWS_FILE, mmap_mode="r")
             except (OSError, RuntimeError, ValueError) as exc:
-                # Replaced by a concurrent sync, or damaged: rebuild our view below.
+                # Replaced by a concurrent sync, or damaged: search the vectors instead.
                 fresh = False
                 self.note = f"{folder}: index unreadable ({_first_line(exc)})"
         if not fresh or meta is None:
-            if self.store.read_only:
-                # Nothing can be written here: search the vector file exactly, in memory.
-                self.note = (self.note + "; " if self.note else "") + (
-                    "searching exactly (the collection is read-only, its index can't be updated)"
+            if self.note is not None or self.store.read_only or self._wants_approximate(meta):
+                why = (
+                    "the collection is read-only, its index can't be updated"
+                    if self.store.read_only
+                    else "until the next `lookalike index` has rebuilt the index"
                 )
-                self._meta = None
-                self._row_ids = None
-                self._ready = True
-                self._disk_stamp = stamp
-                return
-            self.sync()
-            if self.note:
-                self.note += "; rebuilt from the vectors"
+                stale = "" if self.note else "the index is out of date; "
+                self.note = (self.note + "; " if self.note else "") + (
+                    f"{stale}searching exactly ({why})"
+                )
+            self._meta = None
+            self._row_ids = None
+            self._ready = True
+            self._disk_stamp = stamp
             return
         self._meta = meta
         self._ready = True
         self._disk_stamp = stamp
+
+    def _wants_approximate(self, meta: dict[str, Any] | None) -> bool:
+        """Whether a sync would give this collection an approximate index (exact search
+        in the meantime is then slower than the user expects, so it is said)."""
+        if meta is not None and meta.get("kind") != "exact":
+            return True
+        return self.store.count() >= MIN_APPROX and self.kind != "exact"
 
     def _exact(self, q: FloatArray, k: int) -> SearchHits:
         if self._row_ids is None:
@@ -566,15 +421,7 @@ class IndexManager:
     def _approx_search(
         self, index: Approx, q: FloatArray, k: int, params: dict[str, Any]
     ) -> SearchHits:
-        shortlist = _scaled_shortlist(int(params["shortlist"]), k)
-        if isinstance(index, IVFPQIndex):
-            hits = index.search(q, shortlist, nprobe=int(params["nprobe"]))
-        else:
-            ef = max(int(params["ef_search"]), shortlist)
-            hits = index.search(q, shortlist, ef_search=ef)
-            if not index.sq8:  # float32 graph: its scores are already exact
-                return SearchHits(scores=hits.scores[:, :k], ids=hits.ids[:, :k])
-        return rerank(q, hits.ids, self._vectors_of, k)
+        return builder_for(index.kind).search(index, q, k, params, self._vectors_of)
 
     def vectors_of(self, ids: IdArray) -> FloatArray:
         """Stored vectors of these image ids, in order (re-ranking at search time)."""
@@ -632,34 +479,3 @@ def _with_effort(params: dict[str, Any], effort: float) -> dict[str, Any]:
     if "nlist" in out and "nprobe" in out:
         out["nprobe"] = min(out["nprobe"], int(out["nlist"]))
     return out
-
-
-def _scaled_shortlist(shortlist: int, k: int) -> int:
-    """Shortlists are tuned for k = 10; a larger k gets a proportionally longer one."""
-    return max(shortlist, -(-shortlist * k // 10), k)
-
-
-def _apply_params(index: Approx, params: dict[str, Any]) -> None:
-    if isinstance(index, IVFPQIndex):
-        index.nprobe = int(params["nprobe"])
-    else:
-        index.ef_search = int(params["ef_search"])
-
-
-def _load(kind: str, folder: Path, params: dict[str, Any], mmap: bool) -> Approx:
-    if kind in ("hnsw", "hnsw-sq8"):
-        return HNSWIndex.load(folder, params, mmap=mmap)
-    if kind == "ivfpq":
-        return IVFPQIndex.load(folder, params, mmap=mmap)
-    raise IndexBuildError(f"unknown index kind {kind!r} in index.json; choose one of {KINDS}")
-
-
-def _fsync_folder(folder: Path) -> None:
-    for path in folder.iterdir():
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -69,6 +69,8 @@ RERANK_HELP = (
     "re-ranking of the shortlist: none, qe, dba, dba+qe or kr, optionally with settings "
     "(qe:n=3,alpha=3); scores stay the cosine similarity to the query"
 )
+MAX_UNDER = 4096
+UNDER_HELP = "only images at or below this folder (absolute, as indexed)"
 # SQLite integers are 64-bit: a larger id or offset is a 422, not an OverflowError (500).
 INT64_MAX = 2**63 - 1
 ImageId = Annotated[int, PathParam(ge=-INT64_MAX - 1, le=INT64_MAX)]
@@ -95,7 +97,11 @@ def create_app(
     """
     limits = limits or UploadLimits()
     thumbs = thumbnails or ThumbnailCache()
-    service = CollectionService(Collection.open(db, model_options=model_options, adapter=adapter))
+
+    def open_collection() -> Collection:
+        return Collection.open(db, model_options=model_options, adapter=adapter)
+
+    service = CollectionService(open_collection(), reopen=open_collection)
     try:
         if warm_up:
             service.warm_up()
@@ -150,6 +156,7 @@ def create_app(
         k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
         metric: Annotated[Metric, Form()] = "cosine",
         rerank: Annotated[str, Form(max_length=100, description=RERANK_HELP)] = "none",
+        under: Annotated[str | None, Form(max_length=MAX_UNDER, description=UNDER_HELP)] = None,
     ) -> Any:
         """The k indexed images most like an uploaded image (multipart field `file`)."""
         setup = _rerank_or_422(rerank)
@@ -159,7 +166,9 @@ def create_app(
             decode_upload, data, limits, min_side=service.draft_size, name=name
         ).result()
         del data
-        return [service.search_image(image, name, k, metric, setup).to_json(with_id=True)]
+        return [
+            service.search_image(image, name, k, metric, setup, under).to_json(with_id=True)
+        ]
 
     @app.get(
         "/api/search",
@@ -175,9 +184,10 @@ def create_app(
         k: K = 10,
         metric: Metric = "cosine",
         rerank: Annotated[str, Query(max_length=100, description=RERANK_HELP)] = "none",
+        under: Annotated[str | None, Query(max_length=MAX_UNDER, description=UNDER_HELP)] = None,
     ) -> Any:
         """More like this: the k images most like an indexed one (itself left out)."""
-        result = service.search_id(id, k, metric, _rerank_or_422(rerank))
+        result = service.search_id(id, k, metric, _rerank_or_422(rerank), under)
         if result is None:
             raise HTTPException(404, f"no image with id {id} in this collection")
         return [result.to_json(with_id=True)]

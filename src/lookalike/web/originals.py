@@ -32,9 +32,9 @@ def browser_media_type(path: str | Path) -> str | None:
         with Image.open(path) as im:
             fmt = im.format
     except FileNotFoundError:
-        raise ImageReadError(f"{path}: the file is no longer on disk") from None
+        raise ImageReadError(path, "the file is no longer on disk") from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: the file is no longer an image") from None
+        raise ImageReadError(path, "the file is no longer an image") from None
     except OSError as exc:
-        raise ImageReadError(f"{path}: unreadable ({exc.strerror or exc})") from None
+        raise ImageReadError(path, f"unreadable ({exc.strerror or exc})") from None
     return BROWSER_TYPES.get(fmt or "")

@@ -13,6 +13,7 @@ reloads its view of the index before the next search.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
@@ -24,8 +25,13 @@ from lookalike.store import ImageRecord
 
 
 class CollectionService:
-    def __init__(self, collection: Collection) -> None:
+    def __init__(
+        self, collection: Collection, reopen: Callable[[], Collection] | None = None
+    ) -> None:
+        """``reopen``: opens the same collection again; long jobs (duplicates) then run on
+        their own connection instead of holding the store lock for their whole run."""
         self.collection = collection
+        self._reopen = reopen
         self._store_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._draft_size: int | None = None
@@ -47,34 +53,49 @@ class CollectionService:
         return self._draft_size
 
     def search_image(
-        self, image: Image.Image, label: str, k: int, metric: str, rerank: Rerank | None = None
+        self,
+        image: Image.Image,
+        label: str,
+        k: int,
+        metric: str,
+        rerank: Rerank | None = None,
+        under: str | None = None,
     ) -> QueryResult:
         with self._model_lock:
             vectors = self.collection.embed_images([image])
         with self._store_lock:
-            hits = self.collection.search_vectors(vectors, k, metric, rerank=rerank)
+            hits = self.collection.search_vectors(vectors, k, metric, rerank=rerank, under=under)
         return QueryResult(label, hits[0])
 
     def search_id(
-        self, image_id: int, k: int, metric: str, rerank: Rerank | None = None
+        self,
+        image_id: int,
+        k: int,
+        metric: str,
+        rerank: Rerank | None = None,
+        under: str | None = None,
     ) -> QueryResult | None:
         """More like this: neighbours of an indexed image; None when there is no such id."""
         with self._store_lock:
-            if self.collection.store.find(image_id) is None:
+            if self.collection.find(image_id) is None:
                 return None
-            return self.collection.search_by_id([image_id], k, metric, rerank)[0]
+            return self.collection.search_by_id([image_id], k, metric, rerank, under)[0]
 
     def find(self, image_id: int) -> ImageRecord | None:
         with self._store_lock:
-            return self.collection.store.find(image_id)
+            return self.collection.find(image_id)
 
     def page(self, offset: int, limit: int) -> tuple[int, list[ImageRecord]]:
         with self._store_lock:
             return self.collection.count(), self.collection.records(offset, limit)
 
     def duplicates(self, threshold: float, verify: bool = True) -> list[DuplicateGroup]:
-        with self._store_lock:
-            return self.collection.duplicates(threshold=threshold, verify=verify)
+        if self._reopen is None:
+            with self._store_lock:
+                return self.collection.duplicates(threshold=threshold, verify=verify)
+        # A k-NN pass over the whole collection: searches and browsing go on meanwhile.
+        with self._reopen() as job:
+            return job.duplicates(threshold=threshold, verify=verify)
 
     def info(self) -> dict[str, Any]:
         with self._store_lock:
