@@ -21,6 +21,7 @@ from lookalike.duplicates import (
     neighbour_batches,
     similar_links,
 )
+from lookalike.engines import EmbedderSpec, EmbedEngine
 from lookalike.errors import CollectionError, ImageReadError, ModelMismatchError
 from lookalike.images import absolute, load_image
 from lookalike.index.base import MISSING_ID, SearchHits
@@ -200,6 +201,10 @@ class Collection:
     def model_name(self) -> str:
         return str(self.store.manifest["model"]["model"])
 
+    def embedder_spec(self) -> EmbedderSpec:
+        """How another process (a Ray worker) builds this collection's embedder."""
+        return EmbedderSpec(self.model_name, self.model_options, self.adapter_path)
+
     @property
     def embedder(self) -> Embedder:
         """The collection's model, built on first use and checked against the manifest."""
@@ -232,8 +237,10 @@ class Collection:
         paths: Sequence[str | os.PathLike[str]],
         batch_size: int = 32,
         progress: ProgressFn | None = None,
+        engine: EmbedEngine | None = None,
     ) -> IndexReport:
-        """Add new/changed images under ``paths``, drop deleted ones; see IndexReport."""
+        """Add new/changed images under ``paths``, drop deleted ones; see IndexReport.
+        ``engine``: where embedding runs (see lookalike.engines; local threads if None)."""
         embedder = self.embedder
         self.store.lock()
         try:
@@ -242,7 +249,7 @@ class Collection:
             # two images share one vector.
             lost = self.store.drop_missing_rows()
             paths = [*paths, *(p for p in lost if os.path.lexists(p))]
-            report = index_paths(self.store, embedder, paths, batch_size, progress)
+            report = index_paths(self.store, embedder, paths, batch_size, progress, engine)
             report.repaired = len(lost)
             # Changed and deleted files leave dead rows in the append-only vector file.
             reclaimed = 0

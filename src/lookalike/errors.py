@@ -33,3 +33,7 @@ class IndexBuildError(LookalikeError):
 
 class DatasetError(LookalikeError):
     """A labelled dataset folder (class/image) is missing, empty or malformed."""
+
+
+class EngineError(LookalikeError):
+    """The embedding engine (a Ray cluster) is missing, unreachable or misconfigured."""
