@@ -30,6 +30,36 @@ AUTH_HINT = (
 )
 
 
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on an address nobody listens at (ray.init retries for minutes)."""
+    import socket
+
+    if address == "auto":
+        # The cluster last started on this machine (`ray start` records it), or $RAY_ADDRESS.
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            resolved = canonicalize_bootstrap_address("auto")
+        except Exception:  # a private helper: if it moves or fails, ray.init decides
+            return
+        if not resolved:
+            return
+        address = resolved
+    hostport = address.removeprefix("ray://")
+    if ":" not in hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    if not port.isdigit():
+        raise EngineError(f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise EngineError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}; "
+            "is `ray start --head` running there, and is the port open?"
+        ) from None
+
+
 def _fs(text: str) -> bytes:
     """Paths and reasons travel as bytes: a non-UTF-8 file name is not valid Arrow text."""
     return text.encode("utf-8", "surrogateescape")
@@ -52,6 +82,12 @@ class RayEngine(EmbedEngine):
         self.plan: ActorPlan | None = None
 
     # ----- the cluster -------------------------------------------------------------------
+    def __enter__(self) -> RayEngine:
+        # An unreachable address fails now, before a long scan; connecting waits for work.
+        if self.address is not None:
+            _probe(self.address)
+        return self
+
     def connect(self) -> Any:
         try:
             import ray
@@ -60,6 +96,8 @@ class RayEngine(EmbedEngine):
             raise EngineError("the ray engine needs Ray: pip install 'lookalike[ray]'") from None
         if not ray.is_initialized():
             where = self.address or "a local Ray started for this run"
+            if self.address is not None:
+                _probe(self.address)
             kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
             if self.address is None:
                 from lookalike.models.onnx_backend import available_cpus

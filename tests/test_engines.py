@@ -1,0 +1,78 @@
+"""The engine seam without a cluster: planning, choosing, and errors people see."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import TEST_MODEL
+from lookalike.collection import Collection
+from lookalike.engines import EmbedderSpec, LocalEngine, make_engine
+from lookalike.engines.ray_plan import blocks_for, plan_actors
+from lookalike.errors import EngineError
+
+
+def test_one_actor_per_node_reserving_part_of_it_for_reads() -> None:
+    plan = plan_actors([8.0, 8.0, 8.0, 0.0])  # a CPU-less node gets no actor
+    assert (plan.actors, plan.threads) == (3, 8)
+    assert plan.cpus_per_actor == 6.0  # two don't fit one node; reads always fit beside
+    assert plan.cpus_per_actor + plan.read_cpus <= 8.0
+    tiny = plan_actors([1.0])
+    assert tiny.cpus_per_actor + tiny.read_cpus <= 1.0 and tiny.threads == 1
+    with pytest.raises(ValueError, match="no node with CPUs"):
+        plan_actors([0.0])
+
+
+def test_a_folder_is_split_into_one_block_per_batch() -> None:
+    assert blocks_for(1000, 32) == 32
+    assert blocks_for(1, 32) == 1
+    assert blocks_for(0, 32) == 1
+
+
+def test_engine_names_and_errors() -> None:
+    assert isinstance(make_engine("local"), LocalEngine)
+    with pytest.raises(EngineError, match="unknown engine 'spark'; choose one of local, ray"):
+        make_engine("spark")
+    with pytest.raises(EngineError, match="needs --engine ray"):
+        make_engine("local", ray_address="auto")
+
+
+def test_the_local_engine_is_the_default_and_indexes_as_before(
+    photos: dict[str, Path], db: Path
+) -> None:
+    class Spy(LocalEngine):
+        calls = 0
+
+        def embed(self, embedder: Any, paths: Any, batch_size: int) -> Any:
+            Spy.calls += 1
+            return super().embed(embedder, paths, batch_size)
+
+    with Collection.open(db, model=TEST_MODEL, create=True) as col:
+        report = col.index([str(p) for p in photos.values()], engine=Spy())
+        assert col.embedder_spec() == EmbedderSpec(TEST_MODEL, col.model_options, None)
+    assert (report.added, Spy.calls) == (len(photos), 1)
+
+
+def test_cli_ray_address_without_the_ray_engine_is_a_usage_error(
+    cli: Any, photos: dict[str, Path]
+) -> None:
+    result = cli("index", str(next(iter(photos.values()))), "--ray-address", "auto")
+    assert result.exit_code == 2
+    assert "--ray-address needs --engine ray" in result.output
+
+
+def test_cli_unreachable_cluster_is_one_line_in_seconds(cli: Any, photos: dict[str, Path]) -> None:
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["--model", TEST_MODEL, "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"]
+    result = cli("index", str(next(iter(photos.values()))), *args)
+    assert result.exit_code == 1
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused" in result.output
+    assert "Traceback" not in result.output
+    bad = cli("index", str(next(iter(photos.values()))), *args[:4], "--ray-address", "h:x")
+    assert bad.exit_code == 1 and "expected HOST:PORT" in bad.output
