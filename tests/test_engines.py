@@ -26,10 +26,12 @@ def test_one_actor_per_node_reserving_part_of_it_for_reads() -> None:
         plan_actors([0.0])
 
 
-def test_a_folder_is_split_into_one_block_per_batch() -> None:
-    assert blocks_for(1000, 32) == 32
-    assert blocks_for(1, 32) == 1
-    assert blocks_for(0, 32) == 1
+def test_a_folder_is_split_into_blocks_that_keep_every_actor_busy() -> None:
+    assert blocks_for(1024, 32, actors=3) == 8  # 4 batches per block
+    assert blocks_for(128, 32, actors=3) == 4  # fewer batches than 2 per actor: one each
+    assert blocks_for(128, 32, actors=1) == 2
+    assert blocks_for(1, 32, actors=3) == 1
+    assert blocks_for(0, 32, actors=3) == 1
 
 
 def test_engine_names_and_errors() -> None:

@@ -1,4 +1,5 @@
-"""The ray engine: files are read in Ray tasks and embedded by a pool of actors (Ray Data).
+"""The ray engine: a pool of actors (Ray Data ``map_batches``) reads, decodes and embeds
+blocks of files on the cluster's nodes.
 
 Results stream back to the caller block by block as actors finish them, in any order;
 each row names its input index, so the indexer commits batches as they arrive and a
@@ -60,15 +61,6 @@ def _probe(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def _fs(text: str) -> bytes:
-    """Paths and reasons travel as bytes: a non-UTF-8 file name is not valid Arrow text."""
-    return text.encode("utf-8", "surrogateescape")
-
-
-def _unfs(blob: Any) -> str:
-    return bytes(blob).decode("utf-8", "surrogateescape")
-
-
 class RayEngine(EmbedEngine):
     name = "ray"
 
@@ -104,7 +96,8 @@ class RayEngine(EmbedEngine):
 
                 kwargs.update(num_cpus=available_cpus(), include_dashboard=False)
             try:
-                ray.init(address=self.address, **kwargs)
+                # "local": a new Ray even if `ray start` recorded a cluster on this machine.
+                ray.init(address=self.address or "local", **kwargs)
             except Exception as exc:  # ConnectionError, auth errors, a bad address
                 detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise EngineError(
@@ -154,29 +147,32 @@ class RayEngine(EmbedEngine):
     def _dataset(self, ray: Any, paths: Sequence[Path], start: int, batch_size: int) -> Any:
         from ray.data import ActorPoolStrategy
 
-        from lookalike.engines.ray_worker import EmbedActor, read_files
+        from lookalike.engines.ray_worker import EmbedActor, to_blob
 
-        assert self.plan is not None
-        items = [{"index": start + i, "path": _fs(str(p))} for i, p in enumerate(paths)]
-        ds = ray.data.from_items(items, override_num_blocks=blocks_for(len(items), batch_size))
-        ds = ds.map_batches(read_files, batch_size=None, num_cpus=self.plan.read_cpus)
+        plan = self.plan
+        assert plan is not None
+        items = [{"index": start + i, "path": to_blob(str(p))} for i, p in enumerate(paths)]
+        blocks = blocks_for(len(items), batch_size, plan.actors)
+        ds = ray.data.from_items(items, override_num_blocks=blocks)
         return ds.map_batches(
             EmbedActor,
-            fn_constructor_args=(self.spec, self.plan.threads),
+            fn_constructor_args=(self.spec, plan.threads, batch_size),
             # min 1: a pool that lost a node's actor goes on with the others.
-            compute=ActorPoolStrategy(min_size=1, max_size=self.plan.actors),
-            num_cpus=self.plan.cpus_per_actor,
-            batch_size=batch_size,
+            compute=ActorPoolStrategy(min_size=1, max_size=plan.actors),
+            num_cpus=plan.cpus_per_actor,
+            batch_size=None,  # one block per call
         )
 
 
 def _to_batch(block: dict[str, Any], seen: set[int], expected: str, dim: int) -> EmbeddedBatch:
+    from lookalike.engines.ray_worker import to_text
+
     batch = EmbeddedBatch(indices=[], vectors=np.zeros((0, dim), np.float32))
     rows: list[int] = []
     for row, index in enumerate(block["index"].tolist()):
         if index in seen:
             continue  # a retried task's second copy
-        error = _unfs(block["error"][row])
+        error = to_text(block["error"][row])
         if error:
             batch.failures.append((index, error))
             seen.add(index)

@@ -2,10 +2,10 @@
 
 One actor per node: its ONNX Runtime session and decode threads use all the node's cores,
 as the local engine does on one machine. Each actor *reserves* only ACTOR_SHARE of the
-node's CPUs, so the read tasks (READ_CPUS each) always find room: an actor pool that
-claims every CPU starves the reads and the job hangs (ray-project/ray#44687), and a share
-above half keeps two actors off one node. GPUs are not requested: the ONNX backend runs on
-the CPU execution provider.
+node's CPUs, so Ray Data's own tasks (READ_CPUS: what one needs) always find room: an
+actor pool that claims every CPU starves the other tasks and the job hangs
+(ray-project/ray#44687), and a share above half keeps two actors off one node. GPUs are
+not requested: the ONNX backend runs on the CPU execution provider.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 ACTOR_SHARE = 0.75  # of a node's CPUs reserved per actor (> 0.5: one actor per node)
-READ_CPUS = 0.1  # per read task: mostly waiting on storage
+READ_CPUS = 0.1  # room left per node for Ray Data's small tasks
+BATCHES_PER_BLOCK = 4  # an actor's decode threads run ahead of inference within a block
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ def plan_actors(node_cpus: Sequence[float]) -> ActorPlan:
     )
 
 
-def blocks_for(n_files: int, batch_size: int) -> int:
-    """One block per batch: a folder read as one block would feed one actor only."""
-    return max(1, math.ceil(n_files / batch_size))
+def blocks_for(n_files: int, batch_size: int, actors: int) -> int:
+    """Blocks of BATCHES_PER_BLOCK batches, but at least two per actor while there are
+    batches to share: a folder sent as one block would feed one actor only."""
+    batches = max(1, math.ceil(n_files / batch_size))
+    return max(math.ceil(batches / BATCHES_PER_BLOCK), min(batches, 2 * actors))

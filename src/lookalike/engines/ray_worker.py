@@ -1,117 +1,70 @@
-"""What runs inside Ray workers: read tasks (file bytes) and the embedding actor.
+"""What runs inside a Ray worker: the embedding actor (a ``map_batches`` callable class).
 
-Kept apart from the driver side so a worker imports only this and the model. Rows are
-dicts of columns; ``index`` is the row's position in the driver's path list. A file that
-can't be read or decoded becomes a row with ``error`` set, with the same reason text the
-local engine gives (pipeline._prepare_one).
+Each call gets one block of rows (``index``: position in the driver's path list, ``path``)
+and runs the local pipeline on it (pipeline.embed_files: decode threads overlapping
+inference), so reading, decoding, skip reasons and the hash of the bytes embedded are
+exactly the local engine's. Reading in separate Ray tasks was measured at half the speed
+on a small machine (every file's bytes through the object store; BENCHMARKS.md).
+Paths and reasons travel as bytes: a non-UTF-8 file name is not valid Arrow text.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lookalike.engines.base import EmbedderSpec
-from lookalike.errors import ImageReadError
-from lookalike.hashing import bytes_digest
-from lookalike.images import load_image, read_file
+from lookalike.pipeline import embed_files
 
 Batch = dict[str, Any]
 
 
-def _text(blob: Any) -> str:
-    """Paths and reasons travel as bytes (a non-UTF-8 file name is not valid Arrow text)."""
+def to_text(blob: Any) -> str:
     return bytes(blob).decode("utf-8", "surrogateescape")
 
 
-def _blobs(texts: list[str]) -> Any:
-    return np.asarray([t.encode("utf-8", "surrogateescape") for t in texts], dtype=object)
-
-
-def _reason(path: str, exc: Exception) -> str:
-    if isinstance(exc, ImageReadError):
-        return str(exc)
-    return f"{path}: cannot process ({type(exc).__name__}: {exc})"
-
-
-def read_files(batch: Batch) -> Batch:
-    """Read task: index, path -> + data, digest, size, mtime_ns, error."""
-    n = len(batch["index"])
-    data: list[bytes] = [b""] * n
-    digest, error = [""] * n, [""] * n
-    size, mtime = np.zeros(n, np.int64), np.zeros(n, np.int64)
-    for i, raw in enumerate(batch["path"]):
-        path = _text(raw)
-        try:
-            blob, st = read_file(path)
-        except Exception as exc:  # one bad file must not fail the task (and the job)
-            error[i] = _reason(path, exc)
-            continue
-        data[i], digest[i] = blob, bytes_digest(blob)
-        size[i], mtime[i] = st.st_size, st.st_mtime_ns
-    return {
-        "index": np.asarray(batch["index"], np.int64),
-        "path": np.asarray(batch["path"], dtype=object),
-        "data": np.asarray(data, dtype=object),
-        "digest": np.asarray(digest, dtype=object),
-        "size": size,
-        "mtime_ns": mtime,
-        "error": _blobs(error),
-    }
+def to_blob(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 class EmbedActor:
-    """Actor (``map_batches`` callable class): decodes with threads, embeds in one batch.
+    """Built once per actor: the embedder from its spec (an ONNX Runtime session does not
+    pickle). Its fingerprint goes out with every row, so the driver refuses vectors from a
+    node whose model differs (another lookalike version, other weights)."""
 
-    The embedder is built here, once per actor, from its spec; its fingerprint goes out
-    with every row so the driver refuses vectors from a different model build.
-    """
-
-    def __init__(self, spec: EmbedderSpec, threads: int) -> None:
-        options = replace(spec.options, threads=threads)
-        self.embedder = replace(spec, options=options).build()
+    def __init__(self, spec: EmbedderSpec, threads: int, batch_size: int) -> None:
+        self.embedder = replace(spec, options=replace(spec.options, threads=threads)).build()
         self.fingerprint = self.embedder.info.fingerprint()
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lookalike-decode")
+        self.threads, self.batch_size = threads, batch_size
 
-    def _prepare(self, path: str, data: bytes) -> tuple[Any, tuple[int, int]] | str:
-        try:
-            image = load_image(path, min_side=self.embedder.draft_size, data=data)
-            size = image.info.get("original_size", image.size)
-            return self.embedder.prepare(image), (int(size[0]), int(size[1]))
-        except Exception as exc:
-            return _reason(path, exc)
-
-    def __call__(self, batch: Batch) -> Batch:
-        n = len(batch["index"])
-        error = [_text(e) for e in batch["error"]]
-        todo = [i for i in range(n) if not error[i]]
-        outcomes = self.pool.map(
-            lambda i: self._prepare(_text(batch["path"][i]), bytes(batch["data"][i])), todo
-        )
+    def __call__(self, block: Batch) -> Batch:
+        indices = np.asarray(block["index"], np.int64)
+        paths = [Path(to_text(p)) for p in block["path"]]
+        n, dim = len(paths), self.embedder.info.dim
+        vectors = np.zeros((n, dim), np.float32)
         width, height = np.zeros(n, np.int64), np.zeros(n, np.int64)
-        ok: list[int] = []
-        prepared: list[Any] = []
-        for i, outcome in zip(todo, outcomes, strict=True):
-            if isinstance(outcome, str):
-                error[i] = outcome
-            else:
-                prepared.append(outcome[0])
-                width[i], height[i] = outcome[1]
-                ok.append(i)
-        vectors = np.zeros((n, self.embedder.info.dim), np.float32)
-        if prepared:
-            vectors[ok] = self.embedder.embed_prepared(prepared)
+        size, mtime = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        digest, error = [""] * n, [""] * n
+        for batch in embed_files(self.embedder, paths, self.batch_size, workers=self.threads):
+            for i, reason in batch.failures:
+                error[i] = reason
+            for row, (i, (w, h), read) in enumerate(
+                zip(batch.indices, batch.sizes, batch.reads, strict=True)
+            ):
+                vectors[i] = batch.vectors[row]
+                width[i], height[i] = w, h
+                digest[i], size[i], mtime[i] = read.digest, read.size, read.mtime_ns
         return {
-            "index": np.asarray(batch["index"], np.int64),
+            "index": indices,
             "vector": vectors,
             "width": width,
             "height": height,
-            "digest": np.asarray(batch["digest"], dtype=object),
-            "size": np.asarray(batch["size"], np.int64),
-            "mtime_ns": np.asarray(batch["mtime_ns"], np.int64),
-            "error": _blobs(error),
+            "digest": np.asarray(digest, dtype=object),
+            "size": size,
+            "mtime_ns": mtime,
+            "error": np.asarray([to_blob(e) for e in error], dtype=object),
             "fingerprint": np.asarray([self.fingerprint] * n, dtype=object),
         }
