@@ -7,11 +7,11 @@ setup is started once (its ``startup`` line: cluster start and connect), then ro
 alternate it with the local engine over ``--images`` and ``--small`` photos, so both
 see the same machine load.
 
-CPU time counts this process *and all its descendants* (Ray's GCS, raylets, workers;
-sampled from /proc every 0.1 s, Linux only), so Ray's own processes are charged to Ray.
-Per-image figures are
-*marginal*: (cost at --images - cost at --small) / (--images - --small), which leaves
-out each run's fixed cost (actor start, model build: reported as ``fixed_seconds``).
+Ray's CPU time counts this process *and all its descendants* (Ray's GCS, raylets,
+workers; sampled from /proc every 0.1 s, Linux only), so Ray's own processes are charged
+to Ray; the local engine's is this process's own. Per-image figures are *marginal*:
+(cost at --images - cost at --small) / (--images - --small), which leaves out each run's
+fixed cost (actor start, model build: reported as ``fixed_seconds``).
 ``overhead`` = Ray's marginal CPU per image over the local engine's, minus 1.
 ``driver_ms_per_image``: the driver process's own CPU per image under Ray, which bounds
 what one driver can commit (``driver_cap_images_per_s``).
@@ -111,8 +111,10 @@ class TreeSampler:
         return used - self.own
 
 
-def measure(fn: Callable[[], int], busy: Callable[[], float]) -> dict[str, float]:
-    """Run fn (returns rows embedded); wall, tree CPU, driver CPU, others' CPU seconds."""
+def measure(fn: Callable[[], int], busy: Callable[[], float], tree_cpu: bool) -> dict[str, float]:
+    """Run fn (returns rows embedded); wall, CPU, driver CPU, others' CPU seconds. ``cpu``
+    is the whole process tree's (``tree_cpu``: Ray's processes are ours) or this process's
+    own (the local engine: Ray's idle processes, up meanwhile, are not its cost)."""
     machine = busy()
     with TreeSampler() as sampler:
         own, wall = time.process_time(), time.perf_counter()
@@ -123,7 +125,7 @@ def measure(fn: Callable[[], int], busy: Callable[[], float]) -> dict[str, float
     return {
         "rows": rows,
         "wall": wall,
-        "cpu": tree,
+        "cpu": tree if tree_cpu else own - sampler.own,
         "driver": own - sampler.own,
         "others": max(0.0, busy() - machine - tree - sampler.own),
     }
@@ -233,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                         got = measure(
                             lambda e=eng, k=n: run_engine(e, embedder, paths[:k], args.batch_size),
                             bench.machine_busy_seconds,
+                            tree_cpu=name != "local",
                         )
                         key = name if name != "local" else f"local-vs-{setup}"
                         runs.setdefault(key, {}).setdefault(size, []).append(got)
