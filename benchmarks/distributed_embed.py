@@ -13,8 +13,10 @@ to Ray; the local engine's is this process's own. Per-image figures are *margina
 (cost at --images - cost at --small) / (--images - --small), which leaves out each run's
 fixed cost (actor start, model build: reported as ``fixed_seconds``).
 ``overhead`` = Ray's marginal CPU per image over the local engine's, minus 1.
-``driver_ms_per_image``: the driver process's own CPU per image under Ray, which bounds
-what one driver can commit (``driver_cap_images_per_s``).
+``driver_ms_per_image``: the driver process's own CPU per image under Ray (receiving);
+with the CPU to commit an image (timed apart) it bounds what one driver can take in
+(``driver_cap_images_per_s``). The projection for ``--nodes`` nodes of this machine's
+size: min(nodes x the one-node Ray marginal images/s, the driver's cap).
 
 Usage::
 
@@ -29,12 +31,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +88,9 @@ class TreeSampler:
     still counted (up to the last ``every`` s of its life). Its own CPU is left out."""
 
     def __init__(self, every: float = 0.1) -> None:
-        self.every, self.last, self.first = every, {}, {}
+        self.every = every
+        self.last: dict[tuple[int, int], float] = {}
+        self.first: dict[tuple[int, int], float] = {}
         self.stop = threading.Event()
         self.own = 0.0
 
@@ -138,6 +144,32 @@ def run_engine(engine: Any, embedder: Any, paths: list[Path], batch_size: int) -
     return rows
 
 
+def commit_ms_per_image(model: str, dim: int, n: int = 4096, every: int = 256) -> float:
+    """The driver's CPU to commit one image (SQLite row + vector row), in batches as the
+    indexer commits them: the other half of what one driver does per image under Ray."""
+    import tempfile
+
+    import numpy as np
+
+    from lookalike.collection import Collection
+    from lookalike.store import NewImage
+
+    rng = np.random.default_rng(0)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Collection.open(Path(tmp) / "db", model=model, create=True) as col,
+    ):
+        start = time.process_time()
+        for first in range(0, n, every):
+            images = [
+                NewImage(f"/photos/{i:08d}.jpg", 1000 + i, i, f"{i:032x}", 640, 480)
+                for i in range(first, first + every)
+            ]
+            vectors = rng.standard_normal((every, dim)).astype(np.float32)
+            col.store.add_images(images, vectors / np.linalg.norm(vectors, axis=1)[:, None])
+        return 1e3 * (time.process_time() - start) / n
+
+
 def line(record: dict[str, object]) -> None:
     print(json.dumps(record), flush=True)
 
@@ -154,7 +186,9 @@ def ray_setup(name: str, cpus: int) -> Iterator[float]:
     start = time.perf_counter()
     cluster = None
     if name == "ray-local":
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR")
+        ray.init(
+            address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.ERROR
+        )
     else:
         from ray.cluster_utils import Cluster
 
@@ -162,7 +196,7 @@ def ray_setup(name: str, cpus: int) -> Iterator[float]:
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": half})
         cluster.add_node(num_cpus=half)
         cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="ERROR")
+        ray.init(address=cluster.address, logging_level=logging.ERROR)
     try:
         yield time.perf_counter() - start
     finally:
@@ -231,9 +265,10 @@ def main(argv: list[str] | None = None) -> int:
             run_engine(engine, embedder, paths[: args.batch_size], args.batch_size)  # warm-up
             for r in range(args.rounds):
                 for size, n in sizes.items():
-                    for name, eng in (("local", local), (setup, engine)):
+                    engines: list[tuple[str, Any]] = [("local", local), (setup, engine)]
+                    for name, eng in engines:
                         got = measure(
-                            lambda e=eng, k=n: run_engine(e, embedder, paths[:k], args.batch_size),
+                            partial(run_engine, eng, embedder, paths[:n], args.batch_size),
                             bench.machine_busy_seconds,
                             tree_cpu=name != "local",
                         )
@@ -261,15 +296,18 @@ def main(argv: list[str] | None = None) -> int:
         if setup == "ray-local":
             # A node of this size under Ray embeds marginal_images_per_s; N of them N times
             # that, unless one driver can't commit that fast.
-            cap = 1e3 / ours["driver_ms_per_image"] if ours["driver_ms_per_image"] > 0 else None
+            commit = commit_ms_per_image(args.model, embedder.info.dim)
+            driver = ours["driver_ms_per_image"] + commit
+            cap = 1e3 / driver
             per_node = ours["marginal_images_per_s"]
-            projected = args.nodes * per_node if cap is None else min(args.nodes * per_node, cap)
             line(
                 {
                     "projection": f"{args.nodes} nodes of {cpus} CPUs",
                     "per_node_images_per_s": per_node,
-                    "driver_cap_images_per_s": round(cap, 1) if cap else None,
-                    "projected_images_per_s": round(projected, 1),
+                    "driver_receive_ms_per_image": ours["driver_ms_per_image"],
+                    "driver_commit_ms_per_image": round(commit, 3),
+                    "driver_cap_images_per_s": round(cap, 1),
+                    "projected_images_per_s": round(min(args.nodes * per_node, cap), 1),
                 }
             )
     return 0
