@@ -78,3 +78,58 @@ def test_cli_unreachable_cluster_is_one_line_in_seconds(cli: Any, photos: dict[s
     assert "Traceback" not in result.output
     bad = cli("index", str(next(iter(photos.values()))), *args[:4], "--ray-address", "h:x")
     assert bad.exit_code == 1 and "expected HOST:PORT" in bad.output
+
+
+def test_the_actor_embeds_a_block_like_the_local_pipeline(tmp_path: Path) -> None:
+    """EmbedActor called in this process (no cluster): rows, failures, sizes, hashes."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from lookalike.engines.ray_worker import EmbedActor, to_blob, to_text
+    from lookalike.hashing import file_digest
+
+    good = tmp_path / os.fsdecode(b"caf\xe9.png")  # not valid UTF-8: travels as bytes
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 not really")
+    actor = EmbedActor(EmbedderSpec(TEST_MODEL), threads=1, batch_size=1)
+    block = {"index": np.array([7, 9]), "path": [to_blob(str(good)), to_blob(str(bad))]}
+    out = actor(block)
+    assert out["index"].tolist() == [7, 9]
+    assert (int(out["width"][0]), int(out["height"][0])) == (40, 30)
+    assert out["digest"][0] == file_digest(good)
+    assert to_text(out["error"][0]) == ""
+    assert to_text(out["error"][1]).startswith(f"{bad}: ")
+    expected = actor.embedder.embed_images([Image.open(good).convert("RGB")])[0]
+    assert float(out["vector"][0] @ expected) >= 0.9999
+
+
+def test_rows_seen_twice_are_dropped_and_another_model_is_refused() -> None:
+    import numpy as np
+
+    from lookalike.engines.ray_engine import _to_batch
+    from lookalike.engines.ray_worker import to_blob
+
+    def block(indices: list[int], fingerprint: str = "fp") -> dict[str, Any]:
+        n = len(indices)
+        return {
+            "index": np.array(indices),
+            "vector": np.eye(n, 3, dtype=np.float32),
+            "width": np.ones(n, np.int64),
+            "height": np.ones(n, np.int64),
+            "digest": np.array(["d"] * n, dtype=object),
+            "size": np.ones(n, np.int64),
+            "mtime_ns": np.ones(n, np.int64),
+            "error": np.array([to_blob("")] * (n - 1) + [to_blob("x: broken")], dtype=object),
+            "fingerprint": np.array([fingerprint] * n, dtype=object),
+        }
+
+    seen: set[int] = set()
+    first = _to_batch(block([0, 1, 2]), seen, "fp", 3)
+    assert (first.indices, first.failures) == ([0, 1], [(2, "x: broken")])
+    again = _to_batch(block([1, 2, 3]), seen, "fp", 3)  # a retried task's rows
+    assert again.indices == [] and again.failures == [(3, "x: broken")]
+    with pytest.raises(EngineError, match="a Ray worker built a different model"):
+        _to_batch(block([5, 6]), seen, "fp-of-the-driver", 3)

@@ -80,7 +80,7 @@ def test_same_vectors_sizes_hashes_and_skips_as_the_local_engine(
     cluster: Any, folder: Path, tmp_path: Path
 ) -> None:
     local = _index(tmp_path / "local", [folder], LocalEngine(), REAL_MODEL, batch_size=4)
-    engine = _engine(cluster, REAL_MODEL)
+    engine = RayEngine(_spec(REAL_MODEL), address=cluster.address, chunk_files=11)  # 3 chunks
     remote = _index(tmp_path / "ray", [folder], engine, REAL_MODEL, batch_size=4)
     assert engine.plan is not None and engine.plan.actors == 3  # one per node
     assert remote.added == local.added == 25
