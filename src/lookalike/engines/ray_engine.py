@@ -75,7 +75,12 @@ class RayEngine(EmbedEngine):
 
     # ----- the cluster -------------------------------------------------------------------
     def __enter__(self) -> RayEngine:
-        # An unreachable address fails now, before a long scan; connecting waits for work.
+        # No Ray, or an unreachable address, fails now, before a long scan; connecting
+        # (starting a local Ray) waits until there is something to embed.
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise EngineError("the ray engine needs Ray: pip install 'lookalike[ray]'")
         if self.address is not None:
             _probe(self.address)
         return self
