@@ -26,8 +26,8 @@ from lookalike.pipeline import EmbeddedBatch, FileRead
 # store hold for a 50-million-file run (each chunk restarts the actor pool: ~seconds).
 CHUNK_FILES = 100_000
 AUTH_HINT = (
-    "a cluster started with `ray start` needs its auth token here too "
-    "(or RAY_AUTH_MODE=disabled on every node of a private test cluster)"
+    "if the cluster uses token auth (`ray start`'s default), this machine needs its token "
+    "too: ~/.ray/auth_token or RAY_AUTH_TOKEN"
 )
 
 
