@@ -32,6 +32,10 @@ fi
 if ! .venv/bin/python -W ignore -c "import lookalike, pytest, fastapi, timm, efficientnet_lite_pytorch, pymilvus, milvus_lite, cv2" 2>/dev/null; then
   pip install -q -e ".[all,dev]"
 fi
+# Ray (index --engine ray): its tests start small clusters on this machine.
+if ! .venv/bin/python -c "import ray.data" 2>/dev/null; then
+  pip install -q -e ".[ray]"
+fi
 # foolbox only for its 20 labelled ImageNet photos (test data); its own deps aren't needed.
 if ! .venv/bin/python -c "import importlib.util as u; assert u.find_spec('foolbox')" 2>/dev/null; then
   pip install -q --no-deps foolbox

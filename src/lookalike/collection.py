@@ -29,6 +29,7 @@ from lookalike.duplicates import (
     similar_links,
     split_links,
 )
+from lookalike.engines import EmbedderSpec, EmbedEngine
 from lookalike.errors import CollectionError, ImageReadError, ModelMismatchError
 from lookalike.images import absolute, load_image
 from lookalike.index.base import MISSING_ID, SearchHits
@@ -190,6 +191,10 @@ class Collection:
     def model_name(self) -> str:
         return str(self.backend.manifest["model"]["model"])
 
+    def embedder_spec(self) -> EmbedderSpec:
+        """How another process (a Ray worker) builds this collection's embedder."""
+        return EmbedderSpec(self.model_name, self.model_options, self.adapter_path)
+
     @property
     def embedder(self) -> Embedder:
         """The collection's model, built on first use and checked against the manifest."""
@@ -223,14 +228,16 @@ class Collection:
         paths: Sequence[str | os.PathLike[str]],
         batch_size: int = 32,
         progress: ProgressFn | None = None,
+        engine: EmbedEngine | None = None,
     ) -> IndexReport:
-        """Add new/changed images under ``paths``, drop deleted ones; see IndexReport."""
+        """Add new/changed images under ``paths``, drop deleted ones; see IndexReport.
+        ``engine``: where embedding runs (see lookalike.engines; local threads if None)."""
         embedder = self.embedder
         self.backend.lock()
         try:
             lost = self.backend.begin_index_run()
             paths = [*paths, *(p for p in lost if os.path.lexists(p))]
-            report = index_paths(self.backend, embedder, paths, batch_size, progress)
+            report = index_paths(self.backend, embedder, paths, batch_size, progress, engine)
             report.repaired = len(lost)
             # The explicit build step: only `index` builds or updates a search index.
             report.index = self.backend.finish_index_run()

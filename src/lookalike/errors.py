@@ -48,3 +48,7 @@ class DatasetError(LookalikeError):
 
 class RerankError(LookalikeError):
     """A re-ranking setting that cannot be used (unknown method, bad option)."""
+
+
+class EngineError(LookalikeError):
+    """The embedding engine (a Ray cluster) is missing, unreachable or misconfigured."""

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.backends.base import StorageBackend
+from lookalike.engines import EmbedEngine, LocalEngine
 from lookalike.errors import CollectionError
 from lookalike.hashing import digest_many
 from lookalike.images import absolute, scan
 from lookalike.models.base import Embedder
-from lookalike.pipeline import embed_files
 from lookalike.store import ImageRecord, NewImage
 
 # Commit at least this often (images) so a crash loses little work.
@@ -91,7 +91,9 @@ def index_paths(
     paths: Sequence[str | os.PathLike[str]],
     batch_size: int = 32,
     progress: ProgressFn | None = None,
+    engine: EmbedEngine | None = None,
 ) -> IndexReport:
+    """``engine``: where embedding runs (engines.LocalEngine, this process's threads, if None)."""
     report = IndexReport(model=embedder.info.name)
     found = scan(paths)
     report.ignored = found.ignored
@@ -188,7 +190,7 @@ def index_paths(
         store.add_images([_new_image(c, (t.width, t.height)) for c, t in copies], vectors)
         _count_added(report, [c for c, _ in copies])
 
-    _embed_and_commit(store, embedder, fresh, batch_size, report, progress)
+    _embed_and_commit(store, embedder, fresh, batch_size, report, progress, engine)
     report.total = store.count()
     return report
 
@@ -232,6 +234,7 @@ def _embed_and_commit(
     batch_size: int,
     report: IndexReport,
     progress: ProgressFn | None,
+    engine: EmbedEngine | None = None,
 ) -> None:
     import numpy as np
 
@@ -254,7 +257,9 @@ def _embed_and_commit(
         pending_cands.clear()
         last_commit = time.monotonic()
 
-    for batch in embed_files(embedder, [c.path for c in cands], batch_size=batch_size):
+    engine = engine or LocalEngine()
+    # Batches may come in any order (a cluster): their indices say which files they are.
+    for batch in engine.embed(embedder, [c.path for c in cands], batch_size):
         failed = []
         for index, reason in batch.failures:
             cand = cands[index]

@@ -42,6 +42,20 @@ if TYPE_CHECKING:
     callback=lambda _ctx, _param, value: _check_budget(value),
     help="RAM the index may use, e.g. 4G or 512M (remembered). [default: a quarter of RAM]",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where embedding runs: local threads, or a Ray cluster (pip install 'lookalike[ray]').",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDR",
+    help="Ray cluster for --engine ray: auto, HOST:PORT (GCS) or ray://HOST:10001. "
+    "[default: a local Ray started for this run]",
+)
 @json_option
 def index_command(
     paths: tuple[Path, ...],
@@ -53,6 +67,8 @@ def index_command(
     batch_size: int,
     index_kind: str | None,
     memory_budget: str | None,
+    engine: str,
+    ray_address: str | None,
     as_json: bool,
 ) -> None:
     """Embed the images under PATHS into the collection (only new or changed files).
@@ -65,8 +81,13 @@ def index_command(
       lookalike index ~/Pictures ~/Downloads
       lookalike index photos/ --db ./my-db --model efficientnet-lite2 --json
       lookalike index /archive --index hnsw-sq8 --memory-budget 4G
+      lookalike index /shared/photos --engine ray --ray-address auto
     """
     from lookalike.collection import Collection
+    from lookalike.engines import make_engine
+
+    if ray_address is not None and engine != "ray":
+        raise click.UsageError("--ray-address needs --engine ray")
 
     with (
         Collection.open(
@@ -78,9 +99,10 @@ def index_command(
             memory_budget=memory_budget,
             create=True,
         ) as col,
+        make_engine(engine, col.embedder_spec(), ray_address) as runner,
         progress_bar("embedding", stderr_is_terminal()) as progress,
     ):
-        report = col.index(list(paths), batch_size=batch_size, progress=progress)
+        report = col.index(list(paths), batch_size=batch_size, progress=progress, engine=runner)
     if report.repaired:
         click.echo(
             f"repaired: {report.repaired} images whose vectors were cut off the vector file "
