@@ -15,9 +15,8 @@ import pytest
 from lookalike.collection import Collection
 from lookalike.errors import ModelError, ModelMismatchError
 from lookalike.images import load_image
-from lookalike.models import ModelOptions, create_embedder
+from lookalike.models import ModelOptions, create_embedder, onnx_backend, runtime
 from lookalike.models import defaults as dm
-from lookalike.models import onnx_backend, runtime
 from lookalike.models.calibration import source_photos
 from lookalike.models.onnx_backend import TorchFeatureModel
 from test_efficientnet_lite import imagenet_photos
@@ -219,9 +218,8 @@ def test_default_falls_back_to_fp32_when_int8_fails_its_check(
 
     monkeypatch.setattr(int8, "MIN_MEAN_COSINE", 1.01)  # no graph can pass
     monkeypatch.setattr(int8.Int8FeatureModel, "onnx_path", lambda self: None)  # not cached
-    with pytest.warns(dm.DefaultModelWarning) as caught:
-        with Collection.open(db, create=True) as col:
-            report = col.index([photos["astronaut"]])
+    with pytest.warns(dm.DefaultModelWarning) as caught, Collection.open(db, create=True) as col:
+        report = col.index([photos["astronaut"]])
     (warning,) = [w for w in caught if issubclass(w.category, dm.DefaultModelWarning)]
     text = str(warning.message)
     assert "strays from the float network" in text and f"using {FLOAT} (fp32)" in text
@@ -233,7 +231,6 @@ def test_default_as_chosen_is_what_a_new_collection_gets(
     monkeypatch: pytest.MonkeyPatch, db: Path, photos: dict[str, Path]
 ) -> None:
     monkeypatch.setenv(dm.DEFAULT_MODEL_ENV, "raw-pixels")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), Collection.open(db, create=True) as col:
         warnings.simplefilter("error")
-        with Collection.open(db, create=True) as col:
-            assert col.index([photos["astronaut"]]).model == "raw-pixels"
+        assert col.index([photos["astronaut"]]).model == "raw-pixels"

@@ -14,7 +14,6 @@ from lookalike.cli.common import db_option, emit_json, json_option
 def info_command(db: Path | None, as_json: bool) -> None:
     """What a collection holds: model, size on disk, skipped files, search index."""
     from lookalike.collection import Collection
-
     from lookalike.models.runtime import precision_of, runtime_here
 
     with Collection.open(db) as col:

@@ -88,7 +88,5 @@ def create_default_embedder(options: ModelOptions | None = None) -> Embedder:
     try:
         return create_embedder(choice.model, options)
     except ModelError as exc:
-        warnings.warn(
-            f"{exc}; using {choice.fallback} (fp32)", DefaultModelWarning, stacklevel=2
-        )
+        warnings.warn(f"{exc}; using {choice.fallback} (fp32)", DefaultModelWarning, stacklevel=2)
         return create_embedder(choice.fallback, options)

@@ -106,7 +106,7 @@ def runtime_name(provider: str) -> str:
 
 
 def precision_of(identity: dict[str, object]) -> str:
-    """"int8" or "fp32", from a model identity (ModelInfo.identity())."""
+    """ "int8" or "fp32", from a model identity (ModelInfo.identity())."""
     preprocessing = identity.get("preprocessing")
     if isinstance(preprocessing, dict) and preprocessing.get("quantization"):
         return "int8"
