@@ -35,8 +35,8 @@ t_model = time.perf_counter()
 files = scan([folder]).files
 digests = list(digest_many(files))
 t_scan = time.perf_counter()
-import numpy as np
-embedder.embed_prepared([np.zeros((embedder.info.input_size,) * 2 + (3,), np.uint8)] * 32)
+from PIL import Image
+embedder.embed_prepared([embedder.prepare(Image.new("RGB", (640, 480)))] * 32)
 t_first = time.perf_counter()
 report = col.index([folder])
 t_index = time.perf_counter()
