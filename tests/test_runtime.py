@@ -234,3 +234,42 @@ def test_default_as_chosen_is_what_a_new_collection_gets(
     with warnings.catch_warnings(), Collection.open(db, create=True) as col:
         warnings.simplefilter("error")
         assert col.index([photos["astronaut"]]).model == "raw-pixels"
+
+
+# ----- what info and models say ------------------------------------------------------------
+
+
+def test_models_and_info_say_precision_and_runtime(
+    cli_json: Any, db: Path, photos: dict[str, Path]
+) -> None:
+    models = {m["name"]: m for m in cli_json("models")}
+    assert models[INT8]["precision"] == "int8" and models[FLOAT]["precision"] == "fp32"
+    assert models["raw-pixels"]["runtime"] == "numpy"
+    assert models[FLOAT]["runtime"].startswith("onnxruntime-")
+    assert [name for name, m in models.items() if m["default"]] == [dm.choose_default().model]
+    cli_json("index", photos["astronaut"], "--db", db, "--model", "raw-pixels")
+    info = cli_json("info", "--db", db)
+    assert (info["precision"], info["runtime"]) == ("fp32", "numpy")
+
+
+def test_info_of_an_int8_collection(cli: Any, db: Path, photos: dict[str, Path]) -> None:
+    with Collection.open(db, model=INT8, create=True) as col:
+        col.index([photos["astronaut"]])
+    result = cli("info", "--db", db)
+    assert result.exit_code == 0
+    assert "precision   int8, run by onnxruntime-cpu here" in result.stdout
+
+
+def test_an_int8_collection_where_int8_cannot_be_built_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, db: Path, photos: dict[str, Path]
+) -> None:
+    """Copied to a machine without the calibration photos' packages (and no cached graph):
+    searching with a new image says what to pip install."""
+    with Collection.open(db, model=INT8, create=True) as col:
+        col.index([photos["astronaut"]])
+    from lookalike.models import calibration, int8
+
+    monkeypatch.setattr(int8.Int8FeatureModel, "onnx_path", lambda self: None)
+    monkeypatch.setattr(calibration, "PACKAGES", {"lookalike_no_such_module": "scikit-image"})
+    with Collection.open(db) as col, pytest.raises(ModelError, match="pip install scikit-image"):
+        col.search([photos["chelsea"]], k=1)
