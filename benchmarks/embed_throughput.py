@@ -23,6 +23,17 @@ Usage::
 
     python benchmarks/embed_throughput.py [--images 300] [--sizes 640x480,...] [--sweep]
         [--model efficientnet-lite0] [--also efficientnet-lite0-int8,...]
+    python benchmarks/embed_throughput.py --cli-images 300,1000 --sizes 800x600
+        [--cli-models ,efficientnet-lite0] [--naive-images 150]
+
+``--cli-images``: end to end as a user runs it (end_to_end.py): ``lookalike index`` in a
+new process on a new collection (process start, imports, model load, discovery, hashing,
+decoding, the last partial batch all count), for the default path (an empty name in
+``--cli-models``: no ``--model``) and each named model; per round also each model's
+``inference-only`` ceiling (its runtime alone on prepared inputs, batches of
+``--batch-size``) and the naive pipeline over a slice. Summary lines: images/s, speedup
+over the faster naive variant, and ``of_ceiling`` (end-to-end images/s over the ceiling).
+A ``stages`` line per model shows where one run's time goes.
 
 Prints one JSON object per line: ``{"pipeline", "model", "images", "seconds",
 "images_per_s", "cpu_ms_per_image", ...}`` per round and in total, then per lookalike
@@ -222,7 +233,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="inference threads")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the pipelines")
     parser.add_argument("--sweep", action="store_true", help="also try other settings")
+    parser.add_argument(
+        "--cli-images",
+        default=None,
+        help="end to end through the CLI instead: `lookalike index` in a new process on "
+        "folders of these many photos, e.g. 300,1000 (see end_to_end.py)",
+    )
+    parser.add_argument(
+        "--cli-models",
+        default=",efficientnet-lite0",
+        help="models for --cli-images, comma-separated; an empty name is the default path "
+        "(no --model)",
+    )
     args = parser.parse_args(argv)
+    if args.cli_images:
+        return cli_main(args)
 
     from lookalike.models import ModelOptions, create_embedder, onnx_backend
 
@@ -300,6 +325,121 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.sweep:
         sweep(args.model, paths, args.batch_size)
+    return 0
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    """End to end through the CLI, the ceiling of each model's runtime and the naive
+    pipeline, alternating in ``--rounds`` rounds."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import end_to_end as e2e
+    from lookalike.models import ModelOptions, create_embedder, onnx_backend
+    from lookalike.models.defaults import choose_default
+
+    counts = [int(v) for v in args.cli_images.split(",")]
+    models = args.cli_models.split(",")
+    sizes = parse_sizes(args.sizes)
+    tag = "-".join(f"{w}x{h}" for w, h in sizes)
+    base = args.dir or Path(tempfile.gettempdir()) / f"lookalike-bench-photos-{tag}"
+    paths = build_photos(base, max(counts), sizes)
+    folders = {
+        n: e2e.linked_folder(paths[:n], base.parent / f"{base.name}-first{n}") for n in counts
+    }
+    env = dict(os.environ)
+    line(
+        {
+            "photos": len(paths),
+            "folder": str(base),
+            "sizes": tag,
+            "cpus": onnx_backend.available_cpus(),
+        }
+    )
+
+    # Warm the model cache (the first start exports / quantises once), then the stages.
+    small = e2e.linked_folder(paths[:8], base.parent / f"{base.name}-first8")
+    names = {}
+    for model in models:
+        run = e2e.run_cli(small, model or None, env)
+        names[model] = run["report"]["model"]
+        line({"warm_up": model or "default", "model": names[model], "stderr": run["stderr"]})
+    for model in models:
+        record = e2e.stages(folders[min(counts)], model or None, env)
+        line({"stages": model or "default", **record})
+    line({"default_here": choose_default().model, "reason": choose_default().reason})
+
+    # The ceiling: each runtime alone on prepared inputs (batches, all threads).
+    embedders = {
+        name: create_embedder(name, ModelOptions(threads=args.threads))
+        for name in set(names.values())
+    }
+    torch_embedder = create_embedder("efficientnet-lite0", ModelOptions(backend="torch"))
+    run_naive(torch_embedder, paths[:2])
+    ceiling_paths = paths[: min(counts)]
+    naive_paths = paths[: args.naive_images] if args.naive_images else paths[: min(counts)]
+    cli_total: dict[tuple[int, str], list[float]] = {}
+    ceiling_total = {name: [0.0, 0.0, 0.0] for name in embedders}
+    slow: dict[int | None, list[float]] = {None: [0.0, 0.0, 0.0], 1: [0.0, 0.0, 0.0]}
+    for r in range(args.rounds):
+        for n in counts:
+            for model in models:
+                busy = machine_busy_seconds()
+                run = e2e.run_cli(folders[n], model or None, env)
+                others = max(0.0, machine_busy_seconds() - busy - run["cpu"])
+                if run["report"]["added"] != n:
+                    raise SystemExit(f"indexed {run['report']['added']} of {n} photos")
+                this = [run["wall"], run["cpu"], others]
+                extra = {"model": names[model], "default": not model, "round": r}
+                line(measured("cli", n, *this, **extra))
+                key = (n, model)
+                cli_total[key] = [
+                    a + b for a, b in zip(cli_total.get(key, [0.0] * 3), this, strict=True)
+                ]
+        for name, embedder in embedders.items():
+            this = list(inference_only(embedder, ceiling_paths, args.batch_size))
+            line(measured("inference-only", len(ceiling_paths), *this, model=name, round=r))
+            ceiling_total[name] = [a + b for a, b in zip(ceiling_total[name], this, strict=True)]
+        chunk = naive_paths[r :: args.rounds]
+        for threads, total in slow.items():
+            this = [0.0, 0.0, 0.0]
+            accumulate(this, lambda t=threads, c=chunk: run_naive(torch_embedder, c, t))
+            line(measured("naive", len(chunk), *this, torch_threads=threads, round=r))
+            slow[threads] = [a + b for a, b in zip(total, this, strict=True)]
+
+    best_naive, naive_cpu = 0.0, float("inf")
+    for threads, total in slow.items():
+        line(measured("naive", len(naive_paths), *total, torch_threads=threads, round="all"))
+        best_naive = max(best_naive, len(naive_paths) / total[0])
+        naive_cpu = min(naive_cpu, total[1] / len(naive_paths))
+    ceiling, ceiling_cpu = {}, {}
+    for name, total in ceiling_total.items():
+        n_all = args.rounds * len(ceiling_paths)
+        line(measured("inference-only", n_all, *total, model=name, round="all"))
+        ceiling[name] = n_all / total[0]
+        ceiling_cpu[name] = total[1] / n_all
+    for (n, model), total in cli_total.items():
+        rate = args.rounds * n / total[0]
+        line(
+            measured(
+                "cli", args.rounds * n, *total, model=names[model], default=not model, round="all"
+            )
+        )
+        line(
+            {
+                "summary": "cli",
+                "images": n,
+                "model": names[model],
+                "default": not model,
+                "images_per_s": round(rate, 1),
+                "speedup_over_best_naive": round(rate / best_naive, 2),
+                "of_ceiling": round(rate / ceiling[names[model]], 2),
+                # The same two ratios in CPU time per image, which other work on the machine
+                # disturbs less than wall time (naive: its cheaper variant).
+                "cpu_speedup_over_naive": round(naive_cpu / (total[1] / (args.rounds * n)), 2),
+                "of_ceiling_cpu": round(
+                    ceiling_cpu[names[model]] / (total[1] / (args.rounds * n)), 2
+                ),
+            }
+        )
     return 0
 
 

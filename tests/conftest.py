@@ -102,6 +102,8 @@ def _session_env(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) ->
         mp.setenv("XDG_DATA_HOME", str(home / "xdg-data"))
         mp.setenv("XDG_CACHE_HOME", str(home / "xdg-cache"))
         mp.delenv("LOOKALIKE_COMMIT_EVERY", raising=False)
+        mp.delenv("LOOKALIKE_DEFAULT_MODEL", raising=False)  # the machine's own choice
+        mp.delenv("LOOKALIKE_DEVICE", raising=False)
         yield
 
 

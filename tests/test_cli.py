@@ -17,6 +17,7 @@ from PIL import Image
 
 from conftest import TEST_MODEL
 from lookalike.models import DEFAULT_MODEL
+from lookalike.models.defaults import choose_default
 from lookalike.sheet import CAPTION_H, GAP, QUERY_GAP
 
 Cli = Callable[..., Result]
@@ -381,7 +382,7 @@ def test_process_default_model_json(
     done = run_lookalike("index", photos["chelsea"], photos["coffee"], "--db", db, "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["model"] == DEFAULT_MODEL and report["added"] == 2
+    assert report["model"] == choose_default().model and report["added"] == 2
     found = run_lookalike("search", photos["chelsea"], "--db", db, "--json")
     assert found.returncode == 0, found.stderr
     (result,) = json.loads(found.stdout)

@@ -185,7 +185,7 @@ def test_a_recipe_2_collection_keeps_its_recipe(tmp_path: Path, photos: dict[str
 
     db = tmp_path / "db"
     old = ModelOptions(recipe=2, backend="onnx")
-    with Collection.open(db, create=True, model_options=old) as col:
+    with Collection.open(db, model="efficientnet-lite0", create=True, model_options=old) as col:
         col.index([photos["astronaut"]])
     manifest = json.loads((db / "manifest.json").read_text())
     assert manifest["model"]["preprocessing"]["recipe"] == 2

@@ -66,7 +66,7 @@ def test_registered_next_to_the_float_models() -> None:
         assert entry.name in names
         assert (entry.dim, entry.input_size) == (float_entry.dim, float_entry.input_size)
         assert entry.weights_available()
-    assert DEFAULT_MODEL == "efficientnet-lite0"  # int8 is opt-in
+    assert DEFAULT_MODEL == "efficientnet-lite0"  # the float reference (fit, fallback)
 
 
 def test_own_identity_and_cache_file(int8: Int8FeatureModel, fp32: TorchFeatureModel) -> None:

@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import TEST_MODEL
 from lookalike.collection import Collection
 from lookalike.errors import CollectionError, ImageReadError
-from lookalike.models import DEFAULT_MODEL
+from lookalike.models.defaults import choose_default
 from lookalike.results import Hit
 from lookalike.store import MANIFEST, NewImage
 from lookalike.vectors import l2_normalize
@@ -234,7 +234,7 @@ def real_model_collection(
     db = base / "db"
     with Collection.open(db, create=True) as col:
         report = col.index([originals])
-    assert report.model == DEFAULT_MODEL and report.skipped == []
+    assert report.model == choose_default().model and report.skipped == []
     return db, paths, base
 
 
@@ -244,7 +244,7 @@ def test_default_model_collection_describes_itself(
 ) -> None:
     db, _, _ = real_model_collection
     model = json.loads((db / MANIFEST).read_text())["model"]
-    assert model["model"] == DEFAULT_MODEL and model["dim"] == 1280
+    assert model["model"] == choose_default().model and model["dim"] == 1280
     assert model["weights"] not in ("", "none")  # a hash of the weights file
     assert model["preprocessing"]  # the recipe travels with the vectors
 

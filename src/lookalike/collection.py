@@ -35,7 +35,7 @@ from lookalike.images import absolute, load_image
 from lookalike.index.base import MISSING_ID, SearchHits
 from lookalike.indexer import IndexReport, ProgressFn, index_paths
 from lookalike.keeper import suggest_keep
-from lookalike.models import DEFAULT_MODEL, Embedder, ModelOptions, create_embedder
+from lookalike.models import Embedder, ModelOptions, create_embedder
 from lookalike.models.preprocess import KNOWN_RECIPES
 from lookalike.reranking import Rerank, rerank_search
 from lookalike.results import (
@@ -123,7 +123,7 @@ class Collection:
                     f"`lookalike index PATH --db {location}`"
                 )
             # Built first: a bad model name leaves no empty folder behind.
-            embedder = _build_embedder(model or DEFAULT_MODEL, model_options, adapter_path)
+            embedder = _build_embedder(model, model_options, adapter_path)
             # Of two first-time runs only one creates; the other opens what it made.
             backend = location.create(
                 {
@@ -618,8 +618,20 @@ def _check_search_args(k: int, metric: str) -> None:
         raise CollectionError(f"unknown metric {metric!r}; use one of: {', '.join(METRICS)}")
 
 
-def _build_embedder(name: str, options: ModelOptions | None, adapter: Path | None) -> Embedder:
-    embedder = create_embedder(name, options)
+def _build_embedder(
+    name: str | None, options: ModelOptions | None, adapter: Path | None
+) -> Embedder:
+    """``name``'s embedder; None: the adapter's model, or the default chosen for this machine."""
+    if name is None and adapter is not None:
+        from lookalike.adapters import load_adapter
+
+        name = str(load_adapter(adapter)[0].model["model"])
+    if name is None:
+        from lookalike.models.defaults import create_default_embedder
+
+        embedder = create_default_embedder(options)
+    else:
+        embedder = create_embedder(name, options)
     if adapter is not None:
         from lookalike.adapters import apply_adapter
 

@@ -82,7 +82,16 @@ for _module, _attr in _COMMANDS:
             raise
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
+    # A warning to a person (a fallback, a cache that cannot be written): one line, no
+    # source line of ours under it.
+    return f"lookalike: warning: {message}\n"
+
+
 def main() -> None:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     # Text output names files whose names may not be valid UTF-8: write their real bytes
     # (as ls does) rather than fail with UnicodeEncodeError.
     reconfigure = getattr(sys.stdout, "reconfigure", None)

@@ -50,8 +50,9 @@ def json_option(f: F) -> F:
 
 
 MODEL_HELP = (
-    "Model name (see `lookalike models`); default: the collection's, or "
-    "efficientnet-lite0 for a new one."
+    "Model name (see `lookalike models`); default: the collection's, or for a new one "
+    "the default chosen for this machine (efficientnet-lite0-int8 on a CPU with VNNI/AMX, "
+    "else efficientnet-lite0; `lookalike models` marks it)."
 )
 
 

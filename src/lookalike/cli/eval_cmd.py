@@ -21,11 +21,12 @@ if TYPE_CHECKING:
 
 
 def _model_names(spec: str | None) -> list[str]:
-    """Split "a,b" into ["a", "b"] (order kept, repeats dropped); None: the default model."""
-    from lookalike.models import DEFAULT_MODEL
+    """Split "a,b" into ["a", "b"] (order kept, repeats dropped); None: the model a new
+    collection gets on this machine (models.defaults)."""
+    from lookalike.models.defaults import choose_default
 
     if spec is None:
-        return [DEFAULT_MODEL]
+        return [choose_default().model]
     names = list(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
     if not names:
         raise click.BadParameter("give at least one model name", param_hint="--model")

@@ -14,14 +14,18 @@ from lookalike.cli.common import db_option, emit_json, json_option
 def info_command(db: Path | str | None, as_json: bool) -> None:
     """What a collection holds: model, size on disk, skipped files, search index."""
     from lookalike.collection import Collection
+    from lookalike.models.runtime import precision_of, runtime_here
 
     with Collection.open(db) as col:
         info = col.info()
+    info["precision"] = precision_of(info["model_identity"])
+    info["runtime"] = runtime_here(info["model"], info["precision"])
     if as_json:
         emit_json(info)
         return
     click.echo(f"collection  {info['db']}")
     click.echo(f"model       {info['model']} ({info['dim']}-d)")
+    click.echo(f"precision   {info['precision']}, run by {info['runtime']} here")
     if info.get("adapter"):
         click.echo(f"adapter     {info['adapter'].get('path')}")
     click.echo(f"images      {info['count']}")

