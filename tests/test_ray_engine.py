@@ -54,12 +54,12 @@ def folder(tmp_path_factory: pytest.TempPathFactory, photo_arrays: dict[str, np.
     return root
 
 
-def _index(db: Path, paths: list[Path], engine: Any, model: str, **kw: Any) -> Any:
+def _index(db: Path | str, paths: list[Path], engine: Any, model: str, **kw: Any) -> Any:
     with Collection.open(db, model=model, create=True) as col:
         return col.index([str(p) for p in paths], engine=engine, **kw)
 
 
-def _by_path(db: Path) -> dict[str, tuple[Any, np.ndarray]]:
+def _by_path(db: Path | str) -> dict[str, tuple[Any, np.ndarray]]:
     with Collection.open(db) as col:
         records = col.store.records()
         vectors = col.store.vectors_for([r.id for r in records])
@@ -123,6 +123,27 @@ def test_incremental_runs_send_only_new_and_changed_files(
     assert (third.added, third.updated, third.removed, third.unchanged) == (2, 1, 1, 10)
     assert spy.sent == 3  # only the new and the changed files went to the cluster
     assert third.total == 13
+
+
+def test_ray_engine_fills_a_milvus_collection_like_the_local_engine_fills_a_folder(
+    cluster: Any, tmp_path: Path, photo_arrays: dict[str, np.ndarray]
+) -> None:
+    from milvus_helpers import require_milvus
+
+    require_milvus()
+    root = tmp_path / "photos"
+    write_crops(root, list(photo_arrays.values()), 10)
+    local = _index(tmp_path / "local", [root], LocalEngine(), FAST_MODEL, batch_size=4)
+    milvus = f"milvus-lite:///{tmp_path / 'ray.db'}"
+    remote = _index(milvus, [root], _engine(cluster, FAST_MODEL), FAST_MODEL, batch_size=4)
+    assert remote.added == local.added == 10
+    again = _index(milvus, [root], _engine(cluster, FAST_MODEL), FAST_MODEL, batch_size=4)
+    assert (again.added, again.unchanged) == (0, 10)
+    ours, theirs = _by_path(milvus), _by_path(tmp_path / "local")
+    assert ours.keys() == theirs.keys()
+    for path, (record, vector) in ours.items():
+        assert float(vector @ theirs[path][1]) >= 0.9999, path
+        assert record.hash == theirs[path][0].hash
 
 
 class _CountingEngine(LocalEngine):
