@@ -26,6 +26,14 @@ def test_one_actor_per_node_reserving_part_of_it_for_reads() -> None:
         plan_actors([0.0])
 
 
+def test_actors_ask_for_a_gpu_only_when_every_node_has_one() -> None:
+    assert plan_actors([8.0, 8.0]).gpus_per_actor == 0.0  # no GPUs given
+    both = plan_actors([8.0, 8.0, 0.0], [1.0, 2.0, 0.0])  # the CPU-less node doesn't count
+    assert (both.actors, both.gpus_per_actor) == (2, 1.0)
+    mixed = plan_actors([8.0, 8.0], [1.0, 0.0])  # a GPU request would idle the second node
+    assert (mixed.actors, mixed.gpus_per_actor) == (2, 0.0)
+
+
 def test_a_folder_is_split_into_blocks_that_keep_every_actor_busy() -> None:
     assert blocks_for(1024, 32, actors=3) == 8  # 4 batches per block
     assert blocks_for(128, 32, actors=3) == 4  # fewer batches than 2 per actor: one each

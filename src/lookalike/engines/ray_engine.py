@@ -124,9 +124,11 @@ class RayEngine(EmbedEngine):
             self._owns_connection = False
 
     def _plan(self, ray: Any) -> ActorPlan:
-        cpus = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+        alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         try:
-            return plan_actors(cpus)
+            return plan_actors(
+                [r.get("CPU", 0.0) for r in alive], [r.get("GPU", 0.0) for r in alive]
+            )
         except ValueError as exc:
             raise EngineError(f"{self.address or 'local Ray'}: {exc}") from None
 
@@ -165,6 +167,7 @@ class RayEngine(EmbedEngine):
             # min 1: a pool that lost a node's actor goes on with the others.
             compute=ActorPoolStrategy(min_size=1, max_size=plan.actors),
             num_cpus=plan.cpus_per_actor,
+            num_gpus=plan.gpus_per_actor,
             batch_size=None,  # one block per call
         )
 

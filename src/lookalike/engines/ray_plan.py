@@ -4,8 +4,14 @@ One actor per node: its ONNX Runtime session and decode threads use all the node
 as the local engine does on one machine. Each actor *reserves* only ACTOR_SHARE of the
 node's CPUs, so Ray Data's own tasks (READ_CPUS: what one needs) always find room: an
 actor pool that claims every CPU starves the other tasks and the job hangs
-(ray-project/ray#44687), and a share above half keeps two actors off one node. GPUs are
-not requested: the ONNX backend runs on the CPU execution provider.
+(ray-project/ray#44687), and a share above half keeps two actors off one node.
+
+GPUs: when every node with CPUs also has a GPU, each actor asks for one; Ray then sets the
+actor's CUDA_VISIBLE_DEVICES and the ONNX backend runs on the CUDA execution provider when
+onnxruntime-gpu is installed there, after checking its vectors against the CPU's
+(models/onnx_backend.py). A cluster where only some nodes have GPUs stays on the CPUs: one
+resource request must fit every actor of the pool, and a GPU request would leave the other
+nodes idle.
 """
 
 from __future__ import annotations
@@ -25,18 +31,23 @@ class ActorPlan:
     cpus_per_actor: float  # what each actor reserves (a scheduling token, not a limit)
     threads: int  # inference and decode threads per actor
     read_cpus: float = READ_CPUS
+    gpus_per_actor: float = 0.0  # 1 when every node has a GPU (see the module's docstring)
 
 
-def plan_actors(node_cpus: Sequence[float]) -> ActorPlan:
-    """``node_cpus``: the CPUs of each alive node (Ray's per-node "CPU" resource)."""
-    usable = [c for c in node_cpus if c > 0]
+def plan_actors(node_cpus: Sequence[float], node_gpus: Sequence[float] = ()) -> ActorPlan:
+    """``node_cpus`` / ``node_gpus``: the CPUs and GPUs of each alive node (Ray's per-node
+    "CPU" and "GPU" resources, in the same order; no GPUs given: none)."""
+    gpus = list(node_gpus) or [0.0] * len(node_cpus)
+    usable = [(c, g) for c, g in zip(node_cpus, gpus, strict=True) if c > 0]
     if not usable:
         raise ValueError("the Ray cluster has no node with CPUs")
-    smallest = min(usable)
+    smallest = min(c for c, _ in usable)
+    every_node_has_a_gpu = all(g >= 1 for _, g in usable)
     return ActorPlan(
         actors=len(usable),
         cpus_per_actor=round(ACTOR_SHARE * smallest, 3),
         threads=max(1, math.floor(smallest)),
+        gpus_per_actor=1.0 if every_node_has_a_gpu else 0.0,
     )
 
 
