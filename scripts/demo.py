@@ -61,12 +61,14 @@ def run(*args: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
-    parser.add_argument("--model", default="efficientnet-lite0")
+    # None: the model a new collection gets on this machine (int8 where the CPU has VNNI/AMX).
+    parser.add_argument("--model", default=None)
     args = parser.parse_args()
     out: Path = args.out.absolute()
     photos_dir, queries_dir = build_folder(out)
     db = str(out / "db")
-    run("index", str(photos_dir), "--db", db, "--model", args.model)
+    model = ["--model", args.model] if args.model else []
+    run("index", str(photos_dir), "--db", db, *model)
     run("index", str(photos_dir), "--db", db)  # again: nothing to embed (incremental)
     queries = sorted(str(p) for p in queries_dir.glob("*-flip.jpg"))[:4]
     sheet = out / "sheet.png"
