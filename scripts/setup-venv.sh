@@ -33,7 +33,7 @@ if ! .venv/bin/python -W ignore -c "import lookalike, pytest, fastapi, timm, eff
   pip install -q -e ".[all,dev]"
 fi
 # Ray (index --engine ray): its tests start small clusters on this machine.
-if ! .venv/bin/python -c "import ray.data" 2>/dev/null; then
+if ! .venv/bin/python -c "import ray.data, aiohttp_cors" 2>/dev/null; then
   pip install -q -e ".[ray]"
 fi
 # foolbox only for its 20 labelled ImageNet photos (test data); its own deps aren't needed.

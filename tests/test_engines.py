@@ -34,6 +34,16 @@ def test_actors_ask_for_a_gpu_only_when_every_node_has_one() -> None:
     assert (mixed.actors, mixed.gpus_per_actor) == (2, 0.0)
 
 
+def test_a_ray_client_address_is_refused_in_one_line_saying_what_to_do_instead() -> None:
+    pytest.importorskip("ray")
+    from lookalike.engines.ray_engine import RayEngine
+
+    engine = RayEngine(EmbedderSpec("raw-pixels"), address="ray://127.0.0.1:10001")
+    with pytest.raises(EngineError, match="does not run through Ray Client") as caught:
+        engine.__enter__()
+    assert "--ray-address auto" in str(caught.value) and "ray job submit" in str(caught.value)
+
+
 def test_a_folder_is_split_into_blocks_that_keep_every_actor_busy() -> None:
     assert blocks_for(1024, 32, actors=3) == 8  # 4 batches per block
     assert blocks_for(128, 32, actors=3) == 4  # fewer batches than 2 per actor: one each

@@ -53,7 +53,8 @@ if TYPE_CHECKING:
     "--ray-address",
     default=None,
     metavar="ADDR",
-    help="Ray cluster for --engine ray: auto, HOST:PORT (GCS) or ray://HOST:10001. "
+    help="Ray cluster for --engine ray: auto or HOST:PORT (the head's GCS); run on a node "
+    "of the cluster (Ray Client, ray://, can't run Ray Data). "
     "[default: a local Ray started for this run]",
 )
 @json_option

@@ -31,6 +31,17 @@ AUTH_HINT = (
 )
 
 
+# Ray Data's streaming executor needs a driver with its own core worker, which a Ray Client
+# connection does not have ("'Worker' object has no attribute 'core_worker'", measured with
+# ray 2.60; upstream: ray-project/ray#42739, #48682). So the driver runs on the cluster.
+RAY_CLIENT_REFUSED = (
+    "--ray-address {address}: Ray Data (which the ray engine uses) does not run through Ray "
+    "Client; run lookalike on a node of the cluster with --ray-address auto (or the head's "
+    "HOST:6379), or submit it there: ray job submit --address http://HEAD:8265 -- lookalike "
+    "index PATH --engine ray --ray-address auto"
+)
+
+
 def _probe(address: str, timeout: float = 5.0) -> None:
     """Fail in seconds on an address nobody listens at (ray.init retries for minutes)."""
     import socket
@@ -81,6 +92,8 @@ class RayEngine(EmbedEngine):
 
         if importlib.util.find_spec("ray") is None:
             raise EngineError("the ray engine needs Ray: pip install 'lookalike[ray]'")
+        if self.address is not None and self.address.startswith("ray://"):
+            raise EngineError(RAY_CLIENT_REFUSED.format(address=self.address))
         if self.address is not None:
             _probe(self.address)
         return self
