@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from embed_throughput import machine_busy_seconds
 from lookalike.backends.base import StorageBackend
 from lookalike.collection import Collection
 from lookalike.index.exact import topk_blockwise
@@ -68,16 +69,6 @@ class _NoModel(Embedder):
         raise NotImplementedError
 
 
-def _busy_seconds() -> float:
-    try:
-        with open("/proc/stat") as fh:
-            fields = fh.readline().split()[1:]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def _own_seconds() -> float:
     """CPU seconds of this process and its children still running (the Milvus Lite server)."""
     total = time.process_time()
@@ -99,12 +90,12 @@ def _own_seconds() -> float:
 class Meter:
     def __init__(self) -> None:
         self.wall = time.perf_counter()
-        self.busy = _busy_seconds()
+        self.busy = machine_busy_seconds()
         self.own = _own_seconds()
 
     def other_cores(self) -> float:
         wall = time.perf_counter() - self.wall
-        others = _busy_seconds() - self.busy - (_own_seconds() - self.own)
+        others = machine_busy_seconds() - self.busy - (_own_seconds() - self.own)
         return round(max(0.0, others) / max(wall, 1e-9), 2)
 
 
