@@ -188,6 +188,19 @@ def run_naive(embedder: Any, paths: list[Path], threads: int | None = None) -> N
         torch.set_num_threads(default)
 
 
+def naive_round(
+    embedder: Any, chunk: list[Path], slow: dict[int | None, list[float]], r: int
+) -> None:
+    """One round of the naive pipeline per torch thread setting, added into ``slow``.
+    torch's default (all cores) is what the reports ran; one thread too, because on a busy
+    machine torch's OpenMP threads can be many times slower than one."""
+    for threads, total in slow.items():
+        this = [0.0, 0.0, 0.0]
+        accumulate(this, lambda t=threads: run_naive(embedder, chunk, t))
+        line(measured("naive", len(chunk), *this, torch_threads=threads, round=r))
+        slow[threads] = [a + b for a, b in zip(total, this, strict=True)]
+
+
 def line(record: dict[str, object]) -> None:
     print(json.dumps(record), flush=True)
 
@@ -296,14 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             line(measured("lookalike", len(paths), *this, model=model, round=r))
             fast[model] = [a + b for a, b in zip(fast[model], this, strict=True)]
-        chunk = naive_paths[r :: args.rounds]
-        # torch's default (all cores) is what the reports ran; one thread too, because on
-        # a busy machine torch's OpenMP threads can be many times slower than one.
-        for threads, total in slow.items():
-            this = [0.0, 0.0, 0.0]
-            accumulate(this, lambda t=threads, c=chunk: run_naive(torch_embedder, c, t))
-            line(measured("naive", len(chunk), *this, torch_threads=threads, round=r))
-            slow[threads] = [a + b for a, b in zip(total, this, strict=True)]
+        naive_round(torch_embedder, naive_paths[r :: args.rounds], slow, r)
     n_fast = args.rounds * len(paths)
     settings = {"batch_size": args.batch_size, "workers": args.workers, "threads": args.threads}
     for model, total in fast.items():
@@ -398,12 +404,7 @@ def cli_main(args: argparse.Namespace) -> int:
             this = list(inference_only(embedder, ceiling_paths, args.batch_size))
             line(measured("inference-only", len(ceiling_paths), *this, model=name, round=r))
             ceiling_total[name] = [a + b for a, b in zip(ceiling_total[name], this, strict=True)]
-        chunk = naive_paths[r :: args.rounds]
-        for threads, total in slow.items():
-            this = [0.0, 0.0, 0.0]
-            accumulate(this, lambda t=threads, c=chunk: run_naive(torch_embedder, c, t))
-            line(measured("naive", len(chunk), *this, torch_threads=threads, round=r))
-            slow[threads] = [a + b for a, b in zip(total, this, strict=True)]
+        naive_round(torch_embedder, naive_paths[r :: args.rounds], slow, r)
 
     best_naive, naive_cpu = 0.0, float("inf")
     for threads, total in slow.items():
