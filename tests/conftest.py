@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -133,6 +134,21 @@ class EmbedLog:
 
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def committed_images(db: Path) -> int:
+    """Images committed to a folder collection, read without taking its lock (0 while it
+    doesn't exist yet or is busy): what a test that kills an indexer mid-run counts."""
+    from lookalike.store import META
+
+    try:
+        con = sqlite3.connect(f"file:{db / META}?mode=ro", uri=True, timeout=0.1)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0  # not created yet, or busy
 
 
 def load_benchmark(name: str) -> ModuleType:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -15,9 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TEST_MODEL, lookalike_command
+from conftest import TEST_MODEL, committed_images, lookalike_command
 from lookalike.collection import Collection
-from lookalike.store import META
 
 N_IMAGES = 400
 COMMIT_EVERY = 4
@@ -40,17 +38,6 @@ def many_images(tmp_path: Path, photo_arrays: dict[str, np.ndarray]) -> list[Pat
     return out
 
 
-def _committed(db: Path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db / META}?mode=ro", uri=True, timeout=0.1)
-        try:
-            return int(con.execute("SELECT COUNT(*) FROM images").fetchone()[0])
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0  # not created yet, or busy
-
-
 def _kill_after_first_commit(root: Path, db: Path) -> int:
     """Start indexing, SIGKILL it once something is committed; returns the count then."""
     env = {**os.environ, "LOOKALIKE_COMMIT_EVERY": str(COMMIT_EVERY)}
@@ -69,7 +56,7 @@ def _kill_after_first_commit(root: Path, db: Path) -> int:
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            if _committed(db) > 0:
+            if committed_images(db) > 0:
                 break
             time.sleep(0.005)
         assert proc.poll() is None, f"indexing ended before it could be killed: {proc.stderr}"
@@ -80,7 +67,7 @@ def _kill_after_first_commit(root: Path, db: Path) -> int:
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    return _committed(db)
+    return committed_images(db)
 
 
 def test_kill_9_then_resume(many_images: list[Path], tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import lookalike_command
+from conftest import committed_images, lookalike_command
 from lookalike.collection import Collection
-from lookalike.store import META
 from ray_support import ray_test_env, write_crops
 
 pytest.importorskip("ray")
@@ -78,17 +76,6 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     proc.kill()
 
 
-def _committed(db: Path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db / META}?mode=ro", uri=True, timeout=0.1)
-        try:
-            return int(con.execute("SELECT COUNT(*) FROM images").fetchone()[0])
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
-
-
 def test_kill_9_of_the_driver_then_resume(
     ray_address: str, tmp_path: Path, photo_arrays: dict[str, np.ndarray]
 ) -> None:
@@ -104,7 +91,7 @@ def test_kill_9_of_the_driver_then_resume(
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 240
-            while time.monotonic() < deadline and proc.poll() is None and _committed(db) == 0:
+            while time.monotonic() < deadline and proc.poll() is None and committed_images(db) == 0:
                 time.sleep(0.01)
             assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
             proc.send_signal(signal.SIGKILL)
@@ -112,7 +99,7 @@ def test_kill_9_of_the_driver_then_resume(
         finally:
             if proc.poll() is None:
                 proc.kill()
-        before = _committed(db)
+        before = committed_images(db)
         assert 0 < before < N_IMAGES
 
         done = subprocess.run(command, env=env, capture_output=True, timeout=300)
