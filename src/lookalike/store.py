@@ -381,13 +381,8 @@ class Store:
         return np.ascontiguousarray(matrix[rows], dtype=np.float32)
 
     def _rows_of(self, ids: list[int]) -> list[int]:
-        """Vector rows of these ids, in order (900 per query: SQLite's variable limit)."""
-        row_of: dict[int, int] = {}
-        for start in range(0, len(ids), 900):
-            chunk = ids[start : start + 900]
-            marks = ",".join("?" * len(chunk))
-            found = self._db.execute(f"SELECT id, row FROM images WHERE id IN ({marks})", chunk)
-            row_of.update((int(i), int(r)) for i, r in found)
+        """Vector rows of these ids, in order."""
+        row_of = {int(i): int(r) for i, r in self._by_ids("id, row", ids)}
         missing = [i for i in ids if i not in row_of]
         if missing:
             raise CollectionError(f"no image with id {missing[0]} in {self.root}")
@@ -450,14 +445,18 @@ class Store:
         return {r.path: r for r in records}
 
     def ids_and_paths(self, ids: Iterable[int]) -> dict[int, str]:
+        return {int(i): _py_path(p) for i, p in self._by_ids("id, path", ids)}
+
+    def _by_ids(self, columns: str, ids: Iterable[int]) -> Iterator[tuple[Any, ...]]:
+        """``columns`` of the images with these ids, in no order; 900 ids per query
+        (SQLite's default limit on variables)."""
         ids = [int(i) for i in ids]
-        out: dict[int, str] = {}
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk)
-            out.update((int(i), _py_path(p)) for i, p in rows)
-        return out
+            yield from self._db.execute(
+                f"SELECT {columns} FROM images WHERE id IN ({marks})", chunk
+            )
 
     def skipped(self) -> list[dict[str, str]]:
         rows = self._db.execute("SELECT path, reason FROM skipped ORDER BY path").fetchall()
