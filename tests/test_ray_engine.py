@@ -17,10 +17,9 @@ from PIL import Image
 
 from lookalike.collection import Collection
 from lookalike.engines import LocalEngine
-from ray_support import ray_test_env, write_bad_files, write_crops
+from ray_support import NODE_ARGS, ray_test_env, start_test_cluster, write_bad_files, write_crops
 
 ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
 
 from lookalike.engines.ray_engine import RayEngine  # noqa: E402
 
@@ -31,10 +30,7 @@ FAST_MODEL = "raw-pixels"
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     with ray_test_env():
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-        c.add_node(num_cpus=1)
-        c.add_node(num_cpus=1)
-        c.wait_for_nodes()
+        c = start_test_cluster(workers=2)
         ray.init(address=c.address)  # engines reuse this connection
         try:
             yield c
@@ -181,7 +177,7 @@ def test_a_worker_node_killed_mid_run_loses_and_duplicates_nothing(
             progress=progress,
         )
     finally:
-        cluster.add_node(num_cpus=1)  # back to three nodes for any later test
+        cluster.add_node(**NODE_ARGS)  # back to three nodes for any later test
     assert killed and killed[0] < len(files)  # the node died with work still to do
     assert (report.added, report.total, report.skipped) == (48, 48, [])
     stored = _by_path(tmp_path / "db")
