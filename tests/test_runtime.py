@@ -330,6 +330,24 @@ def test_info_of_an_int8_collection(cli: Any, db: Path, photos: dict[str, Path])
     assert "precision   int8, run by onnxruntime-cpu here" in result.stdout
 
 
+def test_web_info_says_precision_and_runtime_as_the_cli_does(
+    cli_json: Any, db: Path, photos: dict[str, Path]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from lookalike.web.app import create_app
+
+    with Collection.open(db, model=INT8, create=True) as col:
+        col.index([photos["astronaut"]])
+    cli_info = cli_json("info", "--db", db)
+    with TestClient(create_app(db, warm_up=False)) as client:
+        web_info = client.get("/api/info").json()
+    assert (web_info["precision"], web_info["runtime"]) == ("int8", "onnxruntime-cpu")
+    assert {k: web_info[k] for k in ("precision", "runtime", "model", "count")} == {
+        k: cli_info[k] for k in ("precision", "runtime", "model", "count")
+    }
+
+
 def test_an_int8_collection_where_int8_cannot_be_built_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, db: Path, photos: dict[str, Path]
 ) -> None:
