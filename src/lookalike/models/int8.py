@@ -108,8 +108,12 @@ class Int8FeatureModel(TorchFeatureModel):
         """What a build's outcome here depends on (build_memory); None: not remembered."""
         if self.cache_key is None:
             return None
-        import onnxruntime
+        try:
+            import onnxruntime
 
+            ort_version = str(onnxruntime.__version__)
+        except ImportError:  # the build reports it; installing ORT changes the key
+            ort_version = "none"
         flags = " ".join(sorted(runtime.cpu_flags()))
         return {
             "model": self.cache_key,
@@ -117,7 +121,7 @@ class Int8FeatureModel(TorchFeatureModel):
             "export": f"opset{OPSET}-x{EXPORT_VERSION}",
             "thresholds": f"{MIN_MEAN_COSINE},{MIN_COSINE}",
             "lookalike": __version__,
-            "onnxruntime": onnxruntime.__version__,
+            "onnxruntime": ort_version,
             "numpy": np.__version__,
             "machine": platform.machine(),
             "cpu_flags": hashlib.sha256(flags.encode()).hexdigest()[:16],
