@@ -27,5 +27,5 @@ def test_cli_run_and_stages(e2e, tmp_path: Path, photos: dict[str, Path]) -> Non
     assert run["wall"] > 0 and run["cpu"] > 0
     stages = e2e.stages(folder, TEST_MODEL, env)
     assert stages["images"] == 3 and stages["model"] == TEST_MODEL
-    parts = ("imports_s", "model_load_s", "scan_and_hash_s", "first_batch_s", "index_s")
+    parts = ("imports_s", "model_load_s", "discovery_s", "first_batch_s", "index_s")
     assert sum(stages[k] for k in parts) <= stages["process_total_s"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -311,3 +312,69 @@ def test_symlink_loop_does_not_hang(
     (root / "inner" / "back-to-top").symlink_to(root, target_is_directory=True)
     report = _index(db, root)
     assert report.added == len(photos) and report.total == len(photos)
+
+
+# ----- each file read once: hashed from the bytes decoded ----------------------------------
+
+
+def test_digest_format_is_unchanged() -> None:
+    """Stored hashes are BLAKE2b-128 hex of the file's bytes: collections made before keep
+    matching (a different digest would make every file look changed)."""
+    from lookalike.hashing import bytes_digest
+
+    assert bytes_digest(b"lookalike") == "a47cc7f521bfe9ec68e2e41a630b35ac"
+
+
+def _early_hashes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Records the files the indexer hashes before embedding (the second read)."""
+    from lookalike import indexer
+
+    hashed: list[Path] = []
+    real = indexer.digest_many
+
+    def counting(paths: Sequence[Path], workers: int = 2) -> Iterator[str | OSError]:
+        hashed.extend(paths)
+        return real(paths, workers)
+
+    monkeypatch.setattr(indexer, "digest_many", counting)
+    return hashed
+
+
+def test_new_files_are_read_once_and_stored_with_the_file_digest(
+    db: Path, photos: dict[str, Path], counting_model: EmbedLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lookalike.hashing import file_digest
+
+    hashed = _early_hashes(monkeypatch)
+    report = _index(db, photos["astronaut"].parent)
+    assert report.added == len(photos) and hashed == []  # no read before the pipeline's
+    with Collection.open(db) as col:
+        stored = {r.path: r.hash for r in col.store.iter_records()}
+    assert stored == {str(p): file_digest(p) for p in photos.values()}
+    # Unchanged files stay unchanged; a touched one is hashed (only it) and kept.
+    path = photos["coffee"]
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    counting_model.clear()
+    report = _index(db, path.parent)
+    assert report.unchanged == len(photos) and counting_model.count == 0
+    assert hashed == [path]
+
+
+def test_only_files_sized_like_a_stored_one_are_hashed_early(
+    db: Path, indexed: dict[str, Path], counting_model: EmbedLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy has its twin's size, so it is hashed before embedding (and not embedded);
+    a new photo of another size is read once, by the pipeline."""
+    hashed = _early_hashes(monkeypatch)
+    folder = indexed["hubble"].parent
+    copy = folder / "copies" / "hubble-copy.jpg"
+    copy.parent.mkdir()
+    shutil.copy(indexed["hubble"], copy)
+    fresh = folder / "new.png"
+    Image.new("RGB", (50, 40), (10, 200, 30)).save(fresh)
+    sizes = {p.stat().st_size for p in indexed.values()}
+    assert fresh.stat().st_size not in sizes
+    report = _index(db, folder)
+    assert report.added == 2 and report.moved == 0
+    assert hashed == [copy] and counting_model.count == 1

@@ -227,6 +227,76 @@ def test_default_falls_back_to_fp32_when_int8_fails_its_check(
     assert report.model == FLOAT and report.added == 1
 
 
+@pytest.mark.slow
+def test_a_failed_int8_check_is_remembered_per_machine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, photos: dict[str, Path]
+) -> None:
+    """The second new collection falls back at once (no build), with the same one-line
+    warning; LOOKALIKE_RETRY_BUILD=1 builds and checks again; a change in what the
+    check depends on (here its thresholds) is a new key, so it is tried again."""
+    from lookalike.models import build_memory, int8
+
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))  # a machine of its own
+    monkeypatch.setattr(
+        dm, "choose_default", lambda *_a, **_k: dm.DefaultChoice(INT8, "test", FLOAT)
+    )
+    monkeypatch.setattr(int8, "MIN_MEAN_COSINE", 1.01)  # no graph can pass
+    monkeypatch.setattr(int8.Int8FeatureModel, "onnx_path", lambda self: None)
+
+    def new_collection(name: str) -> tuple[str, int]:
+        """(the fallback warning, int8 graphs built) for a new collection's first index."""
+        before = onnx_backend.export_count
+        with (
+            pytest.warns(dm.DefaultModelWarning) as caught,
+            Collection.open(tmp_path / name, create=True) as col,
+        ):
+            assert col.index([photos["astronaut"]]).model == FLOAT
+        (warning,) = [w for w in caught if issubclass(w.category, dm.DefaultModelWarning)]
+        text = str(warning.message)
+        assert "strays from the float network" in text and f"using {FLOAT} (fp32)" in text
+        assert "\n" not in text
+        # Each int8 build exports the float graph once; fp32 itself reuses the cache.
+        return text, onnx_backend.export_count - before
+
+    _, built = new_collection("first")
+    assert built >= 1
+    (record,) = (tmp_path / "cache" / build_memory.FOLDER).glob("*.json")
+    assert "strays" in json.loads(record.read_text())["reason"]
+
+    text, built = new_collection("second")
+    assert built == 0 and "failed before on this machine" in text
+    assert build_memory.RETRY_ENV in text
+
+    monkeypatch.setenv(build_memory.RETRY_ENV, "1")
+    _, built = new_collection("retried")
+    assert built >= 1
+    monkeypatch.delenv(build_memory.RETRY_ENV)
+
+    monkeypatch.setattr(int8, "MIN_MEAN_COSINE", 1.02)  # what the check depends on changed
+    _, built = new_collection("changed")
+    assert built >= 1
+    assert len(list((tmp_path / "cache" / build_memory.FOLDER).glob("*.json"))) == 2
+
+
+def test_build_memory_ignores_damaged_or_foreign_records(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from lookalike.models import build_memory
+
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path))
+    parts = {"model": "m", "onnxruntime": "1.0"}
+    assert build_memory.recall(parts) is None
+    build_memory.remember(parts, "it broke")
+    assert build_memory.recall(parts) == "it broke"
+    assert build_memory.recall({**parts, "onnxruntime": "1.1"}) is None
+    build_memory.record_path(parts).write_text("{not json")
+    assert build_memory.recall(parts) is None
+    build_memory.remember(parts, "it broke")
+    monkeypatch.setenv(build_memory.RETRY_ENV, "1")
+    assert build_memory.recall(parts) is None
+    assert not build_memory.record_path(parts).exists()
+
+
 def test_default_as_chosen_is_what_a_new_collection_gets(
     monkeypatch: pytest.MonkeyPatch, db: Path, photos: dict[str, Path]
 ) -> None:
@@ -258,6 +328,24 @@ def test_info_of_an_int8_collection(cli: Any, db: Path, photos: dict[str, Path])
     result = cli("info", "--db", db)
     assert result.exit_code == 0
     assert "precision   int8, run by onnxruntime-cpu here" in result.stdout
+
+
+def test_web_info_says_precision_and_runtime_as_the_cli_does(
+    cli_json: Any, db: Path, photos: dict[str, Path]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from lookalike.web.app import create_app
+
+    with Collection.open(db, model=INT8, create=True) as col:
+        col.index([photos["astronaut"]])
+    cli_info = cli_json("info", "--db", db)
+    with TestClient(create_app(db, warm_up=False)) as client:
+        web_info = client.get("/api/info").json()
+    assert (web_info["precision"], web_info["runtime"]) == ("int8", "onnxruntime-cpu")
+    assert {k: web_info[k] for k in ("precision", "runtime", "model", "count")} == {
+        k: cli_info[k] for k in ("precision", "runtime", "model", "count")
+    }
 
 
 def test_an_int8_collection_where_int8_cannot_be_built_says_what_to_install(

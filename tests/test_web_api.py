@@ -554,6 +554,7 @@ def test_info(client: TestClient, col: Collection) -> None:
     info = client.get("/api/info").json()
     assert info["count"] == col.count() and info["model"] == "raw-pixels"
     assert info["dim"] == 768
+    assert (info["precision"], info["runtime"]) == ("fp32", "numpy")
 
 
 def test_browse_pages(client: TestClient, col: Collection) -> None:

@@ -75,8 +75,9 @@ class _Candidate:
     path: Path
     size: int
     mtime_ns: int
-    digest: str = ""
+    digest: str = ""  # "" until hashed (_needs_early_hash, or the pipeline's read)
     previous: ImageRecord | None = None  # stored record at the same path (a changed file)
+    unreadable: bool = False
 
 
 def _reason(text: str, path: Path) -> str:
@@ -132,19 +133,24 @@ def index_paths(
             continue
         candidates.append(_Candidate(path, st.st_size, st.st_mtime_ns, previous=record))
 
-    for cand, digest in zip(candidates, digest_many([c.path for c in candidates]), strict=True):
+    # Hashed now only where the hash decides something before embedding: a file changed
+    # at its path (a touch?), or one whose size a stored image has (a move or a copy?).
+    # The rest are read once, by the pipeline, which hashes the very bytes it decodes.
+    early = _needs_early_hash(store, candidates)
+    for cand, digest in zip(early, digest_many([c.path for c in early]), strict=True):
         if isinstance(digest, OSError):
             reason = f"cannot read ({digest.strerror or digest})"
             report.skipped.append(Skip(str(cand.path), reason))
             skips.append((str(cand.path), cand.size, cand.mtime_ns, reason))
+            cand.unreadable = True
         else:
             cand.digest = digest
-    candidates = [c for c in candidates if c.digest]
+    candidates = [c for c in candidates if not c.unreadable]
 
     # Same content as before at the same path (a touch): keep the vector.
     to_embed: list[_Candidate] = []
     for cand in candidates:
-        if cand.previous and cand.previous.hash == cand.digest:
+        if cand.previous and cand.digest and cand.previous.hash == cand.digest:
             touches.append((cand.previous.id, cand.size, cand.mtime_ns))
             report.unchanged += 1
         else:
@@ -159,7 +165,8 @@ def index_paths(
     moves: list[tuple[int, str, int, int]] = []
     remaining: list[_Candidate] = []
     for cand in to_embed:
-        sources = gone_by_hash.get(cand.digest) if cand.previous is None else None
+        early_new = cand.previous is None and cand.digest
+        sources = gone_by_hash.get(cand.digest) if early_new else None
         source = sources.pop(0) if sources else None
         if source is not None:
             moves.append((source.id, str(cand.path), cand.size, cand.mtime_ns))
@@ -180,7 +187,7 @@ def index_paths(
     fresh: list[_Candidate] = []
     copies: list[tuple[_Candidate, ImageRecord]] = []
     for cand in remaining:
-        twin = store.by_hash(cand.digest)
+        twin = store.by_hash(cand.digest) if cand.digest else None
         if twin is not None and twin.path != str(cand.path):
             copies.append((cand, twin))
         else:
@@ -193,6 +200,12 @@ def index_paths(
     _embed_and_commit(store, embedder, fresh, batch_size, report, progress, engine)
     report.total = store.count()
     return report
+
+
+def _needs_early_hash(store: StorageBackend, cands: list[_Candidate]) -> list[_Candidate]:
+    """The candidates whose hash is needed before embedding (see index_paths)."""
+    sizes = store.sizes_present(c.size for c in cands if c.previous is None)
+    return [c for c in cands if c.previous is not None or sizes is None or c.size in sizes]
 
 
 def _new_image(cand: _Candidate, size: tuple[int | None, int | None]) -> NewImage:

@@ -79,6 +79,8 @@ def _prepare_one(embedder: Embedder, path: Path) -> Prepared:
         return _Ready(embedder.prepare(image), (int(size[0]), int(size[1])), read)
     except ImageReadError as exc:
         return str(exc)
+    except OSError as exc:  # opening or reading the file (read_file), as the indexer says it
+        return f"{path}: cannot read ({exc.strerror or exc})"
     except Exception as exc:  # a decoder bug must not stop a run over 100k files
         return f"{path}: cannot process ({type(exc).__name__}: {exc})"
 

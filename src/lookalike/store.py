@@ -414,6 +414,19 @@ class Store:
         ).fetchone()
         return None if row is None else _record(row)
 
+    def sizes_present(self, sizes: Iterable[int]) -> set[int]:
+        """Which of these file sizes some stored image has (one scan per 900 sizes)."""
+        wanted = sorted({int(s) for s in sizes})
+        found: set[int] = set()
+        for start in range(0, len(wanted), 900):  # SQLite's default limit on variables
+            chunk = wanted[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT DISTINCT size FROM images WHERE size IN ({marks})", chunk
+            )
+            found.update(int(row[0]) for row in rows)
+        return found
+
     def records(self, offset: int = 0, limit: int = -1) -> list[ImageRecord]:
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM images ORDER BY id LIMIT ? OFFSET ?", (limit, offset)

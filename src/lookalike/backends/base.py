@@ -87,6 +87,12 @@ class StorageBackend(ABC):
     def by_hash(self, digest: str) -> ImageRecord | None:
         """Any one image with this content hash."""
 
+    def sizes_present(self, sizes: Iterable[int]) -> set[int] | None:
+        """Which of these file sizes (bytes) some stored image has; None: not known, so
+        the indexer hashes every new file before embedding (a copy or a moved file has
+        its stored twin's size, so other files need no hash before they are read)."""
+        return None
+
     @abstractmethod
     def records(self, offset: int = 0, limit: int = -1) -> list[ImageRecord]:
         """A page of images in id order (``limit`` -1: all from ``offset``)."""

@@ -120,6 +120,9 @@ class FolderBackend(StorageBackend):
     def by_hash(self, digest: str) -> ImageRecord | None:
         return self.store.by_hash(digest)
 
+    def sizes_present(self, sizes: Iterable[int]) -> set[int] | None:
+        return self.store.sizes_present(sizes)
+
     def records(self, offset: int = 0, limit: int = -1) -> list[ImageRecord]:
         return self.store.records(offset, limit)
 

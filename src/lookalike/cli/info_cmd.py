@@ -14,12 +14,11 @@ from lookalike.cli.common import db_option, emit_json, json_option
 def info_command(db: Path | str | None, as_json: bool) -> None:
     """What a collection holds: model, size on disk, skipped files, search index."""
     from lookalike.collection import Collection
-    from lookalike.models.runtime import precision_of, runtime_here
+    from lookalike.models.runtime import precision_fields
 
     with Collection.open(db) as col:
         info = col.info()
-    info["precision"] = precision_of(info["model_identity"])
-    info["runtime"] = runtime_here(info["model"], info["precision"])
+    info.update(precision_fields(info))
     if as_json:
         emit_json(info)
         return

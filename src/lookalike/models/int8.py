@@ -12,14 +12,20 @@ model's identity does not describe.
 
 from __future__ import annotations
 
+import hashlib
+import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lookalike import __version__
 from lookalike.errors import LookalikeError, ModelError
+from lookalike.models import build_memory, runtime
 from lookalike.models.base import ModelInfo
 from lookalike.models.onnx_backend import (
+    EXPORT_VERSION,
+    OPSET,
     ModuleFactory,
     Runner,
     TorchFeatureModel,
@@ -40,6 +46,10 @@ if TYPE_CHECKING:
 # (7-bit weights, for one, gave mean 0.962, min 0.870 on lite0).
 MIN_MEAN_COSINE = 0.97
 MIN_COSINE = 0.9
+
+
+class Int8CheckError(ModelError):
+    """The int8 graph's vectors stray from the float network's on this machine."""
 
 
 class Int8FeatureModel(TorchFeatureModel):
@@ -72,18 +82,66 @@ class Int8FeatureModel(TorchFeatureModel):
                 f"{self.info.name} runs on ONNX Runtime only; "
                 "use its float model for the torch backend"
             )
+        remembered = self._remembered_failure()
+        if remembered:
+            raise ModelError(
+                f"{remembered} [failed before on this machine; {build_memory.RETRY_ENV}=1 retries]"
+            )
         try:
             return self._onnx_runner()
-        except LookalikeError:
+        except Int8CheckError as exc:
+            self._remember_failure(str(exc))
             raise
+        except LookalikeError:
+            raise  # missing weights or calibration packages: not this machine's doing
         except Exception as exc:  # export, quantisation and ORT errors come in many types
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            raise ModelError(
-                f"{self.info.name}: building the int8 model failed ({reason})"
-            ) from exc
+            message = f"{self.info.name}: building the int8 model failed ({reason})"
+            if not isinstance(exc, (OSError, MemoryError)):  # those may pass next time
+                self._remember_failure(message)
+            raise ModelError(message) from exc
         finally:
             self._calibration = None  # ~12 MB of pixels, only needed while building
             self._float_session = None
+
+    def _memory_key(self) -> dict[str, str] | None:
+        """What a build's outcome here depends on (build_memory); None: not remembered."""
+        if self.cache_key is None:
+            return None
+        try:
+            import onnxruntime
+
+            ort_version = str(onnxruntime.__version__)
+        except ImportError:  # the build reports it; installing ORT changes the key
+            ort_version = "none"
+        flags = " ".join(sorted(runtime.cpu_flags()))
+        return {
+            "model": self.cache_key,
+            "scheme": str(self.info.preprocessing["quantization"]),
+            "export": f"opset{OPSET}-x{EXPORT_VERSION}",
+            "thresholds": f"{MIN_MEAN_COSINE},{MIN_COSINE}",
+            "lookalike": __version__,
+            "onnxruntime": ort_version,
+            "numpy": np.__version__,
+            "machine": platform.machine(),
+            "cpu_flags": hashlib.sha256(flags.encode()).hexdigest()[:16],
+        }
+
+    def _remembered_failure(self) -> str | None:
+        """A failure recorded for this build here, unless its graph is cached after all."""
+        try:
+            path = self.onnx_path()
+        except OSError:
+            path = None
+        if path is not None and path.exists():
+            return None
+        key = self._memory_key()
+        return build_memory.recall(key) if key else None
+
+    def _remember_failure(self, reason: str) -> None:
+        key = self._memory_key()
+        if key:
+            build_memory.remember(key, reason)
 
     def calibration_pixels(self) -> np.ndarray:
         """(n, H, W, 3) uint8: the calibration photos as this model's input."""
@@ -118,7 +176,7 @@ class Int8FeatureModel(TorchFeatureModel):
         if got.shape != want.shape or not (
             cosine.mean() >= MIN_MEAN_COSINE and cosine.min() >= MIN_COSINE
         ):
-            raise ModelError(
+            raise Int8CheckError(
                 f"{self.info.name}: the int8 graph strays from the float network on this "
                 f"machine (cosine mean {cosine.mean():.3f}, min {cosine.min():.3f}; "
                 f"needs >= {MIN_MEAN_COSINE}, {MIN_COSINE}); use the float model"

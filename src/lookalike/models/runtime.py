@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,14 @@ def precision_of(identity: dict[str, object]) -> str:
     if isinstance(preprocessing, dict) and preprocessing.get("quantization"):
         return "int8"
     return "fp32"
+
+
+def precision_fields(info: dict[str, Any]) -> dict[str, str]:
+    """``precision`` and ``runtime`` for a collection's info (``Collection.info()``): what
+    `lookalike info --json` and the web app's /api/info add to it."""
+    identity = info.get("model_identity")
+    precision = precision_of(identity if isinstance(identity, dict) else {})
+    return {"precision": precision, "runtime": runtime_here(str(info["model"]), precision)}
 
 
 def runtime_here(model: str, precision: str) -> str:

@@ -98,8 +98,13 @@ class CollectionService:
             return job.duplicates(threshold=threshold, verify=verify)
 
     def info(self) -> dict[str, Any]:
+        """``Collection.info()`` plus precision and runtime, as `lookalike info --json`."""
+        from lookalike.models.runtime import precision_fields
+
         with self._store_lock:
-            return self.collection.info()
+            info = self.collection.info()
+        info.update(precision_fields(info))
+        return info
 
     def close(self) -> None:
         with self._store_lock:
