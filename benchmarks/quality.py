@@ -7,6 +7,9 @@ Usage:
                                  [--work DIR] [-k 10] [--markdown] [--per-class N]
                                  [--no-reports]
 
+A model may carry options after "@": ``efficientnet-lite0-int8@avg/r3`` is the int8 model
+with average pooling and preprocessing recipe 3 (the default before the identity bump).
+
 - fashion-mnist-val: the first 200 per class of Fashion-MNIST *train*, the validation split
   on which settings are chosen (never the reported figures).
 
@@ -39,7 +42,7 @@ import reports_pipeline
 from datasets import write_fashion_mnist
 from lookalike.evaluation.metrics import recall_at_k
 from lookalike.evaluation.runner import EvalResult, evaluate
-from lookalike.models import list_models
+from lookalike.models import ModelOptions, list_models
 from lookalike.paths import cache_dir
 from near_duplicates import build as build_near_duplicates
 
@@ -54,6 +57,20 @@ def available_models() -> list[str]:
     """Every registered model whose weights are on this machine, the baseline first."""
     names = [m.name for m in list_models() if m.weights_available()]
     return sorted(names, key=lambda n: (n != BASELINE, n))
+
+
+def model_spec(spec: str) -> tuple[str, ModelOptions]:
+    """"name@gem/r4" -> (name, options); a bare name gets the defaults."""
+    name, _, tags = spec.partition("@")
+    pool, recipe = None, None
+    for tag in filter(None, tags.split("/")):
+        if tag in ("avg", "gem"):
+            pool = tag
+        elif tag[:1] == "r" and tag[1:].isdigit():
+            recipe = int(tag[1:])
+        else:
+            raise SystemExit(f"{spec}: unknown model option {tag!r} (avg, gem, r<recipe>)")
+    return name, ModelOptions(pool=pool, recipe=recipe)
 
 
 def prepare(dataset: str, work: Path, per_class: int | None = None) -> tuple[Path, Path | None]:
@@ -176,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)
         for model in models:
             started = time.perf_counter()
-            result = evaluate(gallery, model, k=args.k, queries_dir=queries)
-            rows.append(row(dataset, result, time.perf_counter() - started))
+            name, options = model_spec(model)
+            result = evaluate(gallery, name, k=args.k, queries_dir=queries, model_options=options)
+            rows.append({**row(dataset, result, time.perf_counter() - started), "model": model})
             print(json.dumps(rows[-1]), flush=True)
     if args.markdown:
         print(markdown(rows, args.k), file=sys.stderr)

@@ -19,10 +19,8 @@ from lookalike.backends.base import StorageBackend
 from lookalike.backends.folder import FolderBackend
 from lookalike.backends.locations import parse_db
 from lookalike.duplicates import (
-    CANDIDATE_FLOOR,
     CANDIDATE_K,
     SCORE_SLACK,
-    VERIFY_UP_TO,
     Links,
     leader_clusters,
     neighbour_batches,
@@ -46,6 +44,7 @@ from lookalike.results import (
     Hit,
     QueryResult,
 )
+from lookalike.score_scale import ScoreScale, scale_of
 from lookalike.store import ImageRecord, Store
 from lookalike.vectors import FloatArray, IdArray, cosine_to_euclidean
 
@@ -160,9 +159,15 @@ class Collection:
             adapter_path = Path(manifest["adapter"]["path"])
         if model_options is None:
             model_options = _stored_options(manifest)
-        elif model_options.recipe is None:
-            # The collection keeps the preprocessing recipe its vectors were made with.
-            model_options = replace(model_options, recipe=_stored_options(manifest).recipe)
+        else:
+            # The collection keeps the recipe and pooling its vectors were made with,
+            # unless asked for explicitly (then the identity check refuses a mismatch).
+            stored = _stored_options(manifest)
+            model_options = replace(
+                model_options,
+                recipe=model_options.recipe or stored.recipe,
+                pool=model_options.pool or stored.pool,
+            )
         # `index` (create) repairs a short vector file instead of refusing it.
         backend = location.open(manifest, check=not create)
         stored_index = manifest.get("index", {})
@@ -418,9 +423,19 @@ class Collection:
         return out
 
     # ----- near duplicates -------------------------------------------------------------
+    @property
+    def score_scale(self) -> ScoreScale:
+        """Where this collection's model puts near duplicates (its pooling decides)."""
+        return scale_of(self.backend.manifest["model"])
+
+    @property
+    def duplicate_threshold(self) -> float:
+        """``duplicates``' default threshold for this collection's model."""
+        return self.score_scale.threshold
+
     def duplicates(
         self,
-        threshold: float = 0.95,
+        threshold: float | None = None,
         k: int = 10,
         effort: float = DUPLICATES_EFFORT,
         verify: bool = True,
@@ -431,11 +446,14 @@ class Collection:
 
         ``effort``: search width of an approximate index relative to its tuning (see
         IndexManager.search); the default trades time for missing fewer pairs.
-        ``verify``: also join pairs scoring below the threshold (down to CANDIDATE_FLOOR)
+        ``threshold``: None = the default for this collection's model (``score_scale``:
+        0.95 for average pooling, the older default; GeM's own for newer collections).
+        ``verify``: also join pairs scoring below the threshold (down to the scale's floor)
         that local features show to be one image under an affine map (rotation, crop, flip,
         grey; lookalike.verify); such members have ``verified`` set. Needs OpenCV; without
         it this is skipped and ``duplicates_note`` says so.
         """
+        threshold = self.duplicate_threshold if threshold is None else threshold
         links, candidates, check = self._duplicate_links(threshold, k, effort, verify)
         verified: set[tuple[int, int]] = set()
 
@@ -478,7 +496,7 @@ class Collection:
 
     def duplicate_pairs(
         self,
-        threshold: float = 0.95,
+        threshold: float | None = None,
         k: int = 10,
         effort: float = DUPLICATES_EFFORT,
         verify: bool = True,
@@ -486,6 +504,7 @@ class Collection:
         """Every linked pair with similarity >= threshold (each pair once), best first, plus
         with ``verify`` the weaker pairs local features confirmed (``verified`` set), after
         them. Limited, like the groups, to each image's k nearest neighbours."""
+        threshold = self.duplicate_threshold if threshold is None else threshold
         links, candidates, check = self._duplicate_links(threshold, k, effort, verify)
         verified = {p for p in candidates if check is not None and check(*p)}
         pairs = [*links, *verified]
@@ -506,11 +525,13 @@ class Collection:
         self, threshold: float, k: int, effort: float, verify: bool
     ) -> tuple[Links, Links, Callable[[int, int], bool] | None]:
         """Links >= threshold; with ``verify``, also the weaker candidates (down to
-        CANDIDATE_FLOOR) and the check that confirms one. Sets ``duplicates_note``."""
+        the scale's candidate floor) and the check that confirms one. Sets
+        ``duplicates_note``."""
         from lookalike import verify as local
 
         self.duplicates_note = None
-        if not verify or not CANDIDATE_FLOOR < threshold <= VERIFY_UP_TO:
+        scale = self.score_scale
+        if not verify or not scale.candidate_floor < threshold <= scale.verify_up_to:
             return self._links(threshold, k, effort), {}, None
         if not local.available():
             self.duplicates_note = (
@@ -519,7 +540,7 @@ class Collection:
             )
             return self._links(threshold, k, effort), {}, None
         links, candidates = split_links(
-            self._links(CANDIDATE_FLOOR, max(k, CANDIDATE_K), effort), threshold
+            self._links(scale.candidate_floor, max(k, CANDIDATE_K), effort), threshold
         )
         paths = self.backend.ids_and_paths({i for pair in candidates for i in pair})
         verifier = local.Verifier(lambda i: paths[i])
@@ -571,8 +592,9 @@ def _unchanged(path: Path, record: ImageRecord) -> bool:
 def _stored_options(manifest: dict[str, Any]) -> ModelOptions:
     """The options a collection was built with, as far as its manifest records them.
 
-    Pooling is part of the model's identity, so reopening a "gem" collection with the
-    default options ("avg") would refuse every search; the manifest says which it was.
+    Pooling is part of the model's identity, so reopening an "avg" collection with the
+    default options (now "gem" for new EfficientNet-Lite collections) would refuse every
+    search; the manifest says which it was (no "pool" recorded: avg, the only one then).
     """
     preprocessing = manifest["model"].get("preprocessing", {})
     pool = preprocessing.get("pool")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from lookalike.errors import ModelError
@@ -139,6 +139,7 @@ def create(
     from lookalike.models.weights import weights_id
 
     check_options(options)
+    options = replace(options, pool=options.pool or "avg")  # GeM was measured on lite only
     _require_timm(spec.name)
     if spec.features == "head" and options.pool != "avg":
         raise ModelError(

@@ -255,11 +255,12 @@ def create_app(
         tags=["collection"],
     )
     def duplicates(
-        threshold: Annotated[float, Query(ge=-1.0, le=1.0)] = 0.95,
+        threshold: Annotated[float | None, Query(ge=-1.0, le=1.0)] = None,
         verify: bool = True,
     ) -> Any:
         """Groups of near-duplicate images, largest first: every member has similarity >=
-        threshold to the group's representative (members[0]) or, with `verify` (needs
+        threshold (default: the collection's model's, 0.95 with avg pooling, GEM_T with
+        gem) to the group's representative (members[0]) or, with `verify` (needs
         OpenCV), was matched to it by local features (`verified`); `keep` is a suggestion
         (most pixels, then largest file, then oldest). Nothing is deleted."""
         return [g.to_json(with_id=True) for g in service.duplicates(threshold, verify)]
