@@ -60,7 +60,7 @@ def available_models() -> list[str]:
 
 
 def model_spec(spec: str) -> tuple[str, ModelOptions]:
-    """"name@gem/r4" -> (name, options); a bare name gets the defaults."""
+    """ "name@gem/r4" -> (name, options); a bare name gets the defaults."""
     name, _, tags = spec.partition("@")
     pool, recipe = None, None
     for tag in filter(None, tags.split("/")):
