@@ -16,12 +16,11 @@ highest score bounds where a threshold may go. The baseline is imagededup's defa
 rule (64-bit ``imagehash.phash``, Hamming distance <= 10) on the same files.
 
 The second stage (lookalike.verify: SIFT + RANSAC affine on pairs the kNN graph finds
-between the candidate floor and the threshold, both the collection's defaults from
-lookalike.score_scale) is measured too: ``duplicates`` with and without it at the default
-threshold (groups, wall time), how many rotated copies each candidate floor keeps, and a
-calibration of its decision rule: the sources are split in two halves by name (validation:
-every other one, held-out: the rest); every copy pair and every unrelated pair scoring >=
-the floor is verified once, the rule
+between CANDIDATE_FLOOR and the threshold) is measured too: ``duplicates`` with and without
+it at 0.95 (groups, wall time), and a calibration of its decision rule: the sources are
+split in two halves by name (validation: every other one, held-out: the rest); every copy
+pair and every unrelated pair scoring >= CANDIDATE_FLOOR is verified once (and, per edit,
+the share of copies each candidate floor in FLOORS would hand to verification), the rule
 (least inliers, least inlier share) is chosen on the validation half only (no unrelated
 pair accepted, then most copies found, then the middle of the rules that tie, to keep a
 margin on both sides), and recall and false accepts are reported on the held-out half, for
@@ -41,8 +40,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97)
-# Candidate floors tried for verification: share of rotated copies that score >= the floor
-# and rank within CANDIDATE_K of their original (what the floor keeps for verification).
+DEFAULT_THRESHOLD = 0.95
+# Candidate floors tried for verification: the share of each hard edit's copies that score
+# >= the floor and rank within CANDIDATE_K of their original (what verification gets to see).
 FLOORS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 SHARES = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 INLIERS = (10, 15, 20, 25, 30, 40, 50, 60)
@@ -112,13 +112,12 @@ def measure(out_dir: Path, model: str | None) -> dict[str, Any]:
         ids = [col.store.by_path(p).id for p in paths]  # type: ignore[union-attr]
         vectors = col.store.vectors_for(ids).astype(np.float64)
         model_name = col.store.manifest["model"]["model"]
-        scale = col.score_scale  # the collection's default threshold and candidate floor
         groups = {t: col.duplicates(threshold=t, verify=False) for t in THRESHOLDS}
         started = time.perf_counter()
-        col.duplicates(verify=False)
+        col.duplicates(threshold=DEFAULT_THRESHOLD, verify=False)
         seconds_plain = time.perf_counter() - started
         started = time.perf_counter()
-        verified_groups = col.duplicates(verify=True)
+        verified_groups = col.duplicates(threshold=DEFAULT_THRESHOLD, verify=True)
         seconds_verified = time.perf_counter() - started
         path_of = {i: p for i, p in zip(ids, paths, strict=True)}
     scores = vectors @ vectors.T
@@ -158,31 +157,11 @@ def measure(out_dir: Path, model: str | None) -> dict[str, Any]:
         }
     precision = {str(t): _group_precision(groups[t], labels) for t in THRESHOLDS}
     verification = _verification(
-        scores, copy_pairs, unrelated, labels, paths, [path_of[i] for i in ids], scale
+        scores, copy_pairs, unrelated, labels, paths, [path_of[i] for i in ids]
     )
-    from lookalike.duplicates import CANDIDATE_K
-
-    # Rank of each copy among its original's neighbours (1 = nearest other image).
-    others = scores - 2 * np.eye(len(paths))
-    floor_coverage = {
-        edit: {
-            str(f): round(
-                float(
-                    np.mean(
-                        [
-                            others[o, c] >= f and (others[o] > others[o, c]).sum() < CANDIDATE_K
-                            for c, o in copy_pairs[edit]
-                        ]
-                    )
-                ),
-                3,
-            )
-            for f in FLOORS
-        }
-        for edit in ("rot10", "rot30", "grey", "crop10")
-    }
     for edit, pairs in copy_pairs.items():
-        per_edit[edit]["group_recall_verified_default"] = round(
+        per_edit[edit]["candidate_floor_coverage"] = _floor_coverage(scores, pairs)
+        per_edit[edit]["group_recall_verified_0.95"] = round(
             _group_recall(verified_groups, pairs, paths), 3
         )
         per_edit[edit]["held_out"] = verification["held_out_per_edit"][edit]
@@ -191,9 +170,7 @@ def measure(out_dir: Path, model: str | None) -> dict[str, Any]:
             "without_verification": round(seconds_plain, 2),
             "with_verification": round(seconds_verified, 2),
         },
-        "default_threshold": scale.threshold,
-        "group_precision_verified_default": _group_precision(verified_groups, labels),
-        "candidate_floor_coverage": floor_coverage,
+        "group_precision_verified_0.95": _group_precision(verified_groups, labels),
         "verification": {k: v for k, v in verification.items() if k != "held_out_per_edit"},
         "model": model_name,
         "images": len(paths),
@@ -208,6 +185,14 @@ def measure(out_dir: Path, model: str | None) -> dict[str, Any]:
         "phash_unrelated_pairs_within_10": int(phash_fp),
         "per_edit": per_edit,
     }
+
+
+def _floor_coverage(scores: np.ndarray, pairs: list[tuple[int, int]]) -> dict[str, float]:
+    from lookalike.duplicates import CANDIDATE_K
+
+    others = scores - 2 * np.eye(len(scores))  # an image is not its own neighbour
+    seen = [(others[o, c], int((others[o] > others[o, c]).sum()) < CANDIDATE_K) for c, o in pairs]
+    return {str(f): round(float(np.mean([s >= f and near for s, near in seen])), 3) for f in FLOORS}
 
 
 def _group_recall(groups: list[Any], pairs: list[tuple[int, int]], paths: list[str]) -> float:
@@ -242,10 +227,10 @@ def _verification(
     labels: dict[str, tuple[str, str]],
     paths: list[str],
     files: list[str],
-    scale: Any,
 ) -> dict[str, Any]:
     """Verdicts for every copy pair and every unrelated candidate; the rule calibrated on
     the validation half; recall per edit and false accepts on the held-out half."""
+    from lookalike.duplicates import CANDIDATE_FLOOR
     from lookalike.verify import Verifier, VerifySettings
 
     default = VerifySettings()
@@ -263,7 +248,7 @@ def _verification(
             return "held_out"
         return None  # one image from each half: in neither
 
-    candidates = [ij for ij in unrelated if scores[ij] >= scale.candidate_floor]
+    candidates = [ij for ij in unrelated if scores[ij] >= CANDIDATE_FLOOR]
     started = time.perf_counter()
     verdict = {(c, o): verifier.check(c, o) for pairs in copy_pairs.values() for c, o in pairs}
     verdict.update({(i, j): verifier.check(i, j) for i, j in candidates})
@@ -271,16 +256,16 @@ def _verification(
 
     def found(pair: tuple[int, int], share: float, inliers: int) -> bool:
         score = scores[pair]
-        if score >= scale.threshold:
+        if score >= DEFAULT_THRESHOLD:
             return True
         v = verdict[pair]
-        return bool(score >= scale.candidate_floor and v.inliers >= inliers and v.share >= share)
+        return bool(score >= CANDIDATE_FLOOR and v.inliers >= inliers and v.share >= share)
 
     def evaluate(half: str, share: float, inliers: int) -> tuple[float, int]:
         copies = [p for ps in copy_pairs.values() for p in ps if half_of(*p) == half]
         recall = float(np.mean([found(p, share, inliers) for p in copies]))
         wrong = sum(
-            found(p, share, inliers) and scores[p] < scale.threshold
+            found(p, share, inliers) and scores[p] < DEFAULT_THRESHOLD
             for p in candidates
             if half_of(*p) == half
         )
@@ -297,7 +282,7 @@ def _verification(
         (verdict[p].inliers for p in candidates if verdict[p].share >= shipped[0]), default=0
     )
     out: dict[str, Any] = {
-        "candidate_floor": scale.candidate_floor,
+        "candidate_floor": CANDIDATE_FLOOR,
         "validation_sources": len(validation),
         "held_out_sources": len(held_out),
         "unrelated_candidates": len(candidates),
@@ -327,7 +312,7 @@ def _verification(
         shares = [verdict[p].share for p in pairs if verdict[p].matches >= 3]
         out["held_out_per_edit"][edit] = {
             "copies": len(mine),
-            "cnn_only": round(float(np.mean([scores[p] >= scale.threshold for p in mine])), 3),
+            "cnn_only": round(float(np.mean([scores[p] >= DEFAULT_THRESHOLD for p in mine])), 3),
             "with_verification": round(float(np.mean([found(p, *shipped) for p in mine])), 3),
             "share_min_all": round(min(shares), 3) if shares else None,
         }

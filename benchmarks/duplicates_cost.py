@@ -4,8 +4,8 @@ Builds (once, kept in OUT_DIR) 2,000 photo-sized JPEGs (embed_throughput.build_p
 crops, flips, colour shifts of the offline photos at 640x480 to 2048x1536) plus 100
 planted copies of the first 100 of them, cycling through the edits of duplicate_edits.py
 (JPEG q75/q40, aspect, crop 10%, flip, grey, rotation 10/30 degrees), indexes them with the
-default model, then times `Collection.duplicates()` (its default threshold) without and
-with verification, alternating (off, on, off, on) so both see the same machine load.
+default model, then times `Collection.duplicates(0.95)` without and with verification,
+alternating (off, on, off, on) so both see the same machine load.
 
 Usage: python benchmarks/duplicates_cost.py OUT_DIR [--photos 2000] [--planted 100]
 Prints one JSON object per line: the index line, one per timed run (seconds, groups,
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             for verify in (False, True):
                 found: list[Any] = []
                 wall, _cpu, others = timed(
-                    lambda v=verify, out=found: out.append(col.duplicates(verify=v))
+                    lambda v=verify, out=found: out.append(col.duplicates(threshold=0.95, verify=v))
                 )
                 groups = found[0]
                 group_of = {p: n for n, g in enumerate(groups) for p in g.paths}

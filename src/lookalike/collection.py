@@ -19,8 +19,10 @@ from lookalike.backends.base import StorageBackend
 from lookalike.backends.folder import FolderBackend
 from lookalike.backends.locations import parse_db
 from lookalike.duplicates import (
+    CANDIDATE_FLOOR,
     CANDIDATE_K,
     SCORE_SLACK,
+    VERIFY_UP_TO,
     Links,
     leader_clusters,
     neighbour_batches,
@@ -44,7 +46,6 @@ from lookalike.results import (
     Hit,
     QueryResult,
 )
-from lookalike.score_scale import ScoreScale, scale_of
 from lookalike.store import ImageRecord, Store
 from lookalike.vectors import FloatArray, IdArray, cosine_to_euclidean
 
@@ -423,19 +424,9 @@ class Collection:
         return out
 
     # ----- near duplicates -------------------------------------------------------------
-    @property
-    def score_scale(self) -> ScoreScale:
-        """Where this collection's model puts near duplicates (its pooling decides)."""
-        return scale_of(self.backend.manifest["model"])
-
-    @property
-    def duplicate_threshold(self) -> float:
-        """``duplicates``' default threshold for this collection's model."""
-        return self.score_scale.threshold
-
     def duplicates(
         self,
-        threshold: float | None = None,
+        threshold: float = 0.95,
         k: int = 10,
         effort: float = DUPLICATES_EFFORT,
         verify: bool = True,
@@ -446,14 +437,11 @@ class Collection:
 
         ``effort``: search width of an approximate index relative to its tuning (see
         IndexManager.search); the default trades time for missing fewer pairs.
-        ``threshold``: None = the default for this collection's model (``score_scale``:
-        0.95 for average pooling, the older default; GeM's own for newer collections).
-        ``verify``: also join pairs scoring below the threshold (down to the scale's floor)
+        ``verify``: also join pairs scoring below the threshold (down to CANDIDATE_FLOOR)
         that local features show to be one image under an affine map (rotation, crop, flip,
         grey; lookalike.verify); such members have ``verified`` set. Needs OpenCV; without
         it this is skipped and ``duplicates_note`` says so.
         """
-        threshold = self.duplicate_threshold if threshold is None else threshold
         links, candidates, check = self._duplicate_links(threshold, k, effort, verify)
         verified: set[tuple[int, int]] = set()
 
@@ -496,7 +484,7 @@ class Collection:
 
     def duplicate_pairs(
         self,
-        threshold: float | None = None,
+        threshold: float = 0.95,
         k: int = 10,
         effort: float = DUPLICATES_EFFORT,
         verify: bool = True,
@@ -504,7 +492,6 @@ class Collection:
         """Every linked pair with similarity >= threshold (each pair once), best first, plus
         with ``verify`` the weaker pairs local features confirmed (``verified`` set), after
         them. Limited, like the groups, to each image's k nearest neighbours."""
-        threshold = self.duplicate_threshold if threshold is None else threshold
         links, candidates, check = self._duplicate_links(threshold, k, effort, verify)
         verified = {p for p in candidates if check is not None and check(*p)}
         pairs = [*links, *verified]
@@ -525,13 +512,11 @@ class Collection:
         self, threshold: float, k: int, effort: float, verify: bool
     ) -> tuple[Links, Links, Callable[[int, int], bool] | None]:
         """Links >= threshold; with ``verify``, also the weaker candidates (down to
-        the scale's candidate floor) and the check that confirms one. Sets
-        ``duplicates_note``."""
+        CANDIDATE_FLOOR) and the check that confirms one. Sets ``duplicates_note``."""
         from lookalike import verify as local
 
         self.duplicates_note = None
-        scale = self.score_scale
-        if not verify or not scale.candidate_floor < threshold <= scale.verify_up_to:
+        if not verify or not CANDIDATE_FLOOR < threshold <= VERIFY_UP_TO:
             return self._links(threshold, k, effort), {}, None
         if not local.available():
             self.duplicates_note = (
@@ -540,7 +525,7 @@ class Collection:
             )
             return self._links(threshold, k, effort), {}, None
         links, candidates = split_links(
-            self._links(scale.candidate_floor, max(k, CANDIDATE_K), effort), threshold
+            self._links(CANDIDATE_FLOOR, max(k, CANDIDATE_K), effort), threshold
         )
         paths = self.backend.ids_and_paths({i for pair in candidates for i in pair})
         verifier = local.Verifier(lambda i: paths[i])

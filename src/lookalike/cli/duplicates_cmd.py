@@ -11,10 +11,10 @@ from lookalike.cli.common import db_option, echo_index_note, emit_json, json_opt
 @db_option
 @click.option(
     "--threshold",
-    default=None,
+    default=0.95,
+    show_default=True,
     type=click.FloatRange(-1.0, 1.0),
-    help="Least cosine similarity for two images to count as near duplicates.  "
-    "[default: the collection's model's: 0.95 with avg pooling, GEM_T with gem]",
+    help="Least cosine similarity for two images to count as near duplicates.",
 )
 @click.option(
     "--effort",
@@ -32,14 +32,14 @@ from lookalike.cli.common import db_option, echo_index_note, emit_json, json_opt
     "--verify/--no-verify",
     default=True,
     show_default=True,
-    help="Check pairs scoring below THRESHOLD (down to 0.4 with avg pooling, GEM_F with "
-    "gem; for THRESHOLD up to the default) with local features and join "
+    help="Check pairs scoring below THRESHOLD (down to 0.4; for THRESHOLD <= 0.95) with "
+    "local features and join "
     "those that are one image rotated, cropped, flipped or greyed (needs OpenCV).",
 )
 @json_option
 def duplicates_command(
     db: Path | str | None,
-    threshold: float | None,
+    threshold: float,
     effort: float | None,
     pairs: bool,
     verify: bool,
@@ -60,7 +60,6 @@ def duplicates_command(
     from lookalike.collection import DUPLICATES_EFFORT, Collection
 
     with Collection.open(db) as col:
-        threshold = col.duplicate_threshold if threshold is None else threshold
         if pairs:
             found = col.duplicate_pairs(
                 threshold=threshold, effort=effort or DUPLICATES_EFFORT, verify=verify

@@ -166,7 +166,9 @@ def create_app(
             decode_upload, data, limits, min_side=service.draft_size, name=name
         ).result()
         del data
-        return [service.search_image(image, name, k, metric, setup, under).to_json(with_id=True)]
+        return [
+            service.search_image(image, name, k, metric, setup, under).to_json(with_id=True)
+        ]
 
     @app.get(
         "/api/search",
@@ -253,12 +255,11 @@ def create_app(
         tags=["collection"],
     )
     def duplicates(
-        threshold: Annotated[float | None, Query(ge=-1.0, le=1.0)] = None,
+        threshold: Annotated[float, Query(ge=-1.0, le=1.0)] = 0.95,
         verify: bool = True,
     ) -> Any:
         """Groups of near-duplicate images, largest first: every member has similarity >=
-        threshold (default: the collection's model's, 0.95 with avg pooling, GEM_T with
-        gem) to the group's representative (members[0]) or, with `verify` (needs
+        threshold to the group's representative (members[0]) or, with `verify` (needs
         OpenCV), was matched to it by local features (`verified`); `keep` is a suggestion
         (most pixels, then largest file, then oldest). Nothing is deleted."""
         return [g.to_json(with_id=True) for g in service.duplicates(threshold, verify)]

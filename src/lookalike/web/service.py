@@ -89,7 +89,7 @@ class CollectionService:
         with self._store_lock:
             return self.collection.count(), self.collection.records(offset, limit)
 
-    def duplicates(self, threshold: float | None, verify: bool = True) -> list[DuplicateGroup]:
+    def duplicates(self, threshold: float, verify: bool = True) -> list[DuplicateGroup]:
         if self._reopen is None:
             with self._store_lock:
                 return self.collection.duplicates(threshold=threshold, verify=verify)
