@@ -7,8 +7,9 @@ Usage:
                                  [--work DIR] [-k 10] [--markdown] [--per-class N]
                                  [--no-reports]
 
-A model may carry options after "@": ``efficientnet-lite0-int8@avg/r3`` is the int8 model
-with average pooling and preprocessing recipe 3 (the default before the identity bump).
+A model may carry options after "@" (model_spec.py): ``efficientnet-lite0-int8@avg/r3`` is
+the int8 model with average pooling and preprocessing recipe 3 (the default before the
+identity bump).
 
 - fashion-mnist-val: the first 200 per class of Fashion-MNIST *train*, the validation split
   on which settings are chosen (never the reported figures).
@@ -42,8 +43,9 @@ import reports_pipeline
 from datasets import write_fashion_mnist
 from lookalike.evaluation.metrics import recall_at_k
 from lookalike.evaluation.runner import EvalResult, evaluate
-from lookalike.models import ModelOptions, list_models
+from lookalike.models import list_models
 from lookalike.paths import cache_dir
+from model_spec import model_spec
 from near_duplicates import build as build_near_duplicates
 
 DATASETS = ("fashion-mnist", "near-duplicates")
@@ -57,20 +59,6 @@ def available_models() -> list[str]:
     """Every registered model whose weights are on this machine, the baseline first."""
     names = [m.name for m in list_models() if m.weights_available()]
     return sorted(names, key=lambda n: (n != BASELINE, n))
-
-
-def model_spec(spec: str) -> tuple[str, ModelOptions]:
-    """ "name@gem/r4" -> (name, options); a bare name gets the defaults."""
-    name, _, tags = spec.partition("@")
-    pool, recipe = None, None
-    for tag in filter(None, tags.split("/")):
-        if tag in ("avg", "gem"):
-            pool = tag
-        elif tag[:1] == "r" and tag[1:].isdigit():
-            recipe = int(tag[1:])
-        else:
-            raise SystemExit(f"{spec}: unknown model option {tag!r} (avg, gem, r<recipe>)")
-    return name, ModelOptions(pool=pool, recipe=recipe)
 
 
 def prepare(dataset: str, work: Path, per_class: int | None = None) -> tuple[Path, Path | None]:
