@@ -150,15 +150,16 @@ def create(name: str, options: ModelOptions, int8: bool = False) -> LiteFeatureM
     from lookalike.models.weights import weights_id
 
     check_options(options)
-    # New collections get GeM (issue 9/10: it won both validation sets, int8 too);
+    # New collections get GeM (issues 9/10: it won every validation set, int8 too);
     # a collection made with avg records it and reopens with it.
-    options = replace(options, pool=options.pool or DEFAULT_POOL)
+    pool = options.pool or DEFAULT_POOL
+    options = replace(options, pool=pool)
     variant = _variant(name)
     weights = weights_path(name, options)
     preprocess = preprocess_for(name, options.recipe)
     # Pooling changes the vectors as much as preprocessing does, so it is recorded
     # with it: a collection then refuses to mix "avg" and "gem" vectors.
-    preprocessing = {**preprocess.to_dict(), "pool": options.pool}
+    preprocessing = {**preprocess.to_dict(), "pool": pool}
     if int8:
         from lookalike.models.quantize import SCHEME
 
@@ -172,7 +173,7 @@ def create(name: str, options: ModelOptions, int8: bool = False) -> LiteFeatureM
     )
 
     def factory() -> torch.nn.Module:
-        return pooled_features(build_network(name, weights), options.pool, "extract_features")
+        return pooled_features(build_network(name, weights), pool, "extract_features")
 
     model = LiteInt8FeatureModel if int8 else LiteFeatureModel
     return model(info, factory, preprocess, options, variant=variant.name, weights=weights)
