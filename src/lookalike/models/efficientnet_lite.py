@@ -84,8 +84,9 @@ VARIANTS = {
 
 
 def preprocess_for(name: str, recipe: int | None = None) -> Preprocess:
-    """(x-127)/128 at the variant's size; the whole image (recipe 3, the default) or the
-    TF checkpoints' eval crop size/(size+32) (recipe 2, older collections)."""
+    """(x-127)/128 at the variant's size: the whole image, bilinear (recipe 4, the default),
+    or for older collections bicubic (recipe 3) or the TF checkpoints' eval crop
+    size/(size+32) (recipe 2)."""
     return Preprocess.tf_efficientnet(_variant(name).input_size, recipe or RECIPE)
 
 
