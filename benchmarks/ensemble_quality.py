@@ -8,8 +8,9 @@ metrics, exact search; optionally with query expansion on top):
   combined cosine is the mean of the parts' (what models/combined.py computes);
 - ``lite0-flip``: mean of the vectors of the image and its mirror image;
 - ``lite0-gem``: generalised-mean pooling (the graph's p = 3) instead of average pooling;
-  tags combine: ``lite0-int8-gem-r4`` (int8 model, GeM, preprocessing recipe 4; ``-avg``,
-  ``-r3`` name the old default's settings explicitly);
+  tags combine: ``lite0-int8-gem-r4`` (int8 model, GeM, preprocessing recipe 4); with any
+  tag, a pooling or recipe left out is the old default's (avg, recipe 3), so ``lite0-gem``
+  means what it did; a bare ``lite0`` is this version's default (GeM, recipe 4);
 - ``...|pcaw-D``: PCA-whitening to D dimensions learned on the set's own gallery (no
   labels), ``|pcaw-D-0.5``: eigenvalues raised to -0.25 instead of -0.5 (half whitening).
 
