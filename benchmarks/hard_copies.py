@@ -36,7 +36,7 @@ SIDE = 400  # as the tests' photos: the long side
 
 
 def hard_copies(image: Image.Image) -> dict[str, Image.Image]:
-    """The test's edits (tests/test_quality_baseline.py), kept in step by hand."""
+    """The edits (tests/test_quality_baseline.py uses this function too)."""
     w, h = image.size
     grey = ImageOps.grayscale(image).convert("RGB")
     return {
