@@ -19,7 +19,8 @@ The second stage (lookalike.verify: SIFT + RANSAC affine on pairs the kNN graph 
 between CANDIDATE_FLOOR and the threshold) is measured too: ``duplicates`` with and without
 it at 0.95 (groups, wall time), and a calibration of its decision rule: the sources are
 split in two halves by name (validation: every other one, held-out: the rest); every copy
-pair and every unrelated pair scoring >= CANDIDATE_FLOOR is verified once, the rule
+pair and every unrelated pair scoring >= CANDIDATE_FLOOR is verified once (and, per edit,
+the share of copies each candidate floor in FLOORS would hand to verification), the rule
 (least inliers, least inlier share) is chosen on the validation half only (no unrelated
 pair accepted, then most copies found, then the middle of the rules that tie, to keep a
 margin on both sides), and recall and false accepts are reported on the held-out half, for
@@ -40,6 +41,9 @@ from PIL import Image, ImageOps
 
 THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97)
 DEFAULT_THRESHOLD = 0.95
+# Candidate floors tried for verification: the share of each hard edit's copies that score
+# >= the floor and rank within CANDIDATE_K of their original (what verification gets to see).
+FLOORS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 SHARES = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 INLIERS = (10, 15, 20, 25, 30, 40, 50, 60)
 PHASH_MAX_DISTANCE = 10  # imagededup's default for PHash.find_duplicates
@@ -156,6 +160,7 @@ def measure(out_dir: Path, model: str | None) -> dict[str, Any]:
         scores, copy_pairs, unrelated, labels, paths, [path_of[i] for i in ids]
     )
     for edit, pairs in copy_pairs.items():
+        per_edit[edit]["candidate_floor_coverage"] = _floor_coverage(scores, pairs)
         per_edit[edit]["group_recall_verified_0.95"] = round(
             _group_recall(verified_groups, pairs, paths), 3
         )
@@ -180,6 +185,14 @@ def measure(out_dir: Path, model: str | None) -> dict[str, Any]:
         "phash_unrelated_pairs_within_10": int(phash_fp),
         "per_edit": per_edit,
     }
+
+
+def _floor_coverage(scores: np.ndarray, pairs: list[tuple[int, int]]) -> dict[str, float]:
+    from lookalike.duplicates import CANDIDATE_K
+
+    others = scores - 2 * np.eye(len(scores))  # an image is not its own neighbour
+    seen = [(others[o, c], int((others[o] > others[o, c]).sum()) < CANDIDATE_K) for c, o in pairs]
+    return {str(f): round(float(np.mean([s >= f and near for s, near in seen])), 3) for f in FLOORS}
 
 
 def _group_recall(groups: list[Any], pairs: list[tuple[int, int]], paths: list[str]) -> float:

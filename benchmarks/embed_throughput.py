@@ -54,6 +54,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cli_images:
         return cli_main(args)
 
-    from lookalike.models import ModelOptions, create_embedder, onnx_backend
+    from lookalike.models import create_embedder, onnx_backend
+    from model_spec import model_spec
 
     also = default_also(args.model) if args.also is None else [m for m in args.also.split(",") if m]
     sizes = parse_sizes(args.sizes)
@@ -282,12 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     embedders = {}
     for model in [args.model, *also]:
         start = time.perf_counter()
-        embedders[model] = create_embedder(model, ModelOptions(threads=args.threads))
+        name, options = model_spec(model)  # "name@avg/r3": explicit pooling and recipe
+        embedders[model] = create_embedder(name, replace(options, threads=args.threads))
         seconds = round(time.perf_counter() - start, 3)
         backend = getattr(embedders[model], "backend", "")
         line({"startup": "lookalike", "model": model, "backend": backend, "seconds": seconds})
     start = time.perf_counter()
-    torch_embedder = create_embedder(args.model, ModelOptions(backend="torch"))
+    name, options = model_spec(args.model)
+    torch_embedder = create_embedder(name, replace(options, backend="torch"))
     seconds = round(time.perf_counter() - start, 3)
     line({"startup": "naive", "backend": "torch", "seconds": seconds})
 

@@ -8,6 +8,9 @@ metrics, exact search; optionally with query expansion on top):
   combined cosine is the mean of the parts' (what models/combined.py computes);
 - ``lite0-flip``: mean of the vectors of the image and its mirror image;
 - ``lite0-gem``: generalised-mean pooling (the graph's p = 3) instead of average pooling;
+  tags combine: ``lite0-int8-gem-r4`` (int8 model, GeM, preprocessing recipe 4); with any
+  tag, a pooling or recipe left out is the old default's (avg, recipe 3), so ``lite0-gem``
+  means what it did; a bare ``lite0`` is this version's default (GeM, recipe 4);
 - ``...|pcaw-D``: PCA-whitening to D dimensions learned on the set's own gallery (no
   labels), ``|pcaw-D-0.5``: eigenvalues raised to -0.25 instead of -0.5 (half whitening).
 
@@ -59,8 +62,14 @@ class Vectors:
     def source(self, name: str) -> np.ndarray:
         if name in MODELS:
             return embed_labelled(self.images, MODELS[name]).vectors
-        if name == "lite0-gem":
-            return embed_labelled(self.images, MODELS["lite0"], ModelOptions(pool="gem")).vectors
+        base, *tags = name.split("-")
+        if base in MODELS and tags and set(tags) <= {"gem", "avg", "int8", "r3", "r4"}:
+            # e.g. lite0-int8-gem-r4: the int8 model, GeM pooling, preprocessing recipe 4
+            model = MODELS[base] + ("-int8" if "int8" in tags else "")
+            pool = "gem" if "gem" in tags else "avg"
+            recipe = 4 if "r4" in tags else 3
+            options = ModelOptions(pool=pool, recipe=recipe)
+            return embed_labelled(self.images, model, options).vectors
         if name == "lite0-flip":
             plain = self.source("lite0")
             return l2_normalize(plain + self._mirrored("efficientnet-lite0"))

@@ -7,6 +7,10 @@ Usage:
                                  [--work DIR] [-k 10] [--markdown] [--per-class N]
                                  [--no-reports]
 
+A model may carry options after "@" (model_spec.py): ``efficientnet-lite0-int8@avg/r3`` is
+the int8 model with average pooling and preprocessing recipe 3 (the default before the
+identity bump).
+
 - fashion-mnist-val: the first 200 per class of Fashion-MNIST *train*, the validation split
   on which settings are chosen (never the reported figures).
 
@@ -41,6 +45,7 @@ from lookalike.evaluation.metrics import recall_at_k
 from lookalike.evaluation.runner import EvalResult, evaluate
 from lookalike.models import list_models
 from lookalike.paths import cache_dir
+from model_spec import model_spec
 from near_duplicates import build as build_near_duplicates
 
 DATASETS = ("fashion-mnist", "near-duplicates")
@@ -176,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)
         for model in models:
             started = time.perf_counter()
-            result = evaluate(gallery, model, k=args.k, queries_dir=queries)
-            rows.append(row(dataset, result, time.perf_counter() - started))
+            name, options = model_spec(model)
+            result = evaluate(gallery, name, k=args.k, queries_dir=queries, model_options=options)
+            rows.append({**row(dataset, result, time.perf_counter() - started), "model": model})
             print(json.dumps(rows[-1]), flush=True)
     if args.markdown:
         print(markdown(rows, args.k), file=sys.stderr)

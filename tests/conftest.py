@@ -183,7 +183,7 @@ def counting_model() -> Iterator[EmbedLog]:
                 name=COUNTING_MODEL,
                 dim=self.info.dim,
                 input_size=self.info.input_size,
-                preprocessing={**self.info.preprocessing, "pool": options.pool},
+                preprocessing={**self.info.preprocessing, "pool": options.pool or "avg"},
             )
 
         def prepare(self, image: Image.Image) -> Any:

@@ -118,9 +118,9 @@ def test_a_second_writer_is_refused(cli: Cli, indexed: dict[str, Path], db: Path
 
 
 def test_pooling_is_remembered(
-    cli_json: CliJson, db: Path, photos: dict[str, Path], counting_model: object
+    cli: Cli, cli_json: CliJson, db: Path, photos: dict[str, Path], counting_model: object
 ) -> None:
-    """Built with --pool gem, later commands without --pool use gem too."""
+    """Built with --pool gem, later commands without --pool use gem too; info says so."""
     cli_json(
         "index",
         photos["coins"],
@@ -135,6 +135,7 @@ def test_pooling_is_remembered(
     assert cli_json("index", photos["coffee"], "--db", db)["added"] == 1
     (result,) = cli_json("search", photos["coins"], "--db", db, "-k", "5")
     assert len(result["results"]) == 2
+    assert "features    gem pooling" in cli("info", "--db", db).stdout
 
 
 # ----- search -----------------------------------------------------------------------------

@@ -90,7 +90,9 @@ def test_model_info_describes_the_vectors(lite0: TorchFeatureModel) -> None:
     weights = el.weights_path("efficientnet-lite0")
     assert lite0.info.weights_id == hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     assert lite0.info.dim == 1280 and lite0.info.input_size == 224
-    assert lite0.info.preprocessing == {**Preprocess.tf_efficientnet(224).to_dict(), "pool": "avg"}
+    # New collections: recipe 4 (bilinear) and GeM pooling, the identity bump of issues 9/10.
+    assert lite0.info.preprocessing == {**Preprocess.tf_efficientnet(224).to_dict(), "pool": "gem"}
+    assert lite0.info.preprocessing["resample"] == "bilinear"
     json.dumps(lite0.info.identity())  # stored in the collection manifest
     assert lite0.draft_size == 224  # the whole image: no pixel is cropped away
 
@@ -100,7 +102,9 @@ def test_model_info_describes_the_vectors(lite0: TorchFeatureModel) -> None:
 
 def test_whole_image_is_the_default_geometry() -> None:
     pre = Preprocess.tf_efficientnet(224)
-    assert pre.recipe == RECIPE == 3 and pre.crop_fraction == 1.0
+    assert pre.recipe == RECIPE == 4 and pre.crop_fraction == 1.0
+    assert pre.resample == "bilinear"
+    assert Preprocess.tf_efficientnet(224, recipe=3).resample == "bicubic"  # older collections
     assert pre.crop_box(640, 480) == (0, 0, 640, 480)  # every pixel, squashed to 224x224
     assert pre.draft_size == 224
     mild = Preprocess(size=224, crop_fraction=0.9)  # 0.9 of each side, not a square
@@ -206,7 +210,74 @@ def test_a_recipe_2_collection_keeps_its_recipe(tmp_path: Path, photos: dict[str
     whole_vector = whole.embed_images([image])[0]
     assert float(stored @ crop) > 0.999
     assert float(stored @ whole_vector) < 0.99  # the two recipes give different vectors
-    assert whole.info.preprocessing["recipe"] == RECIPE == 3
+    assert whole.info.preprocessing["recipe"] == RECIPE == 4
+
+
+def test_a_collection_of_the_old_default_keeps_avg_and_recipe_3(
+    tmp_path: Path, photos: dict[str, Path]
+) -> None:
+    """A collection made before the identity bump (avg pooling, recipe 3: bicubic) reopens
+    with both, as the CLI opens it (no options, or only other ones); its stored vectors
+    stay as they were and new ones are made the old way; the new default's vectors and an
+    explicit --pool gem are refused."""
+    from lookalike.collection import Collection
+    from lookalike.errors import ModelMismatchError
+
+    db = tmp_path / "db"
+    old = ModelOptions(pool="avg", recipe=3, backend="onnx")
+    with Collection.open(db, model="efficientnet-lite0", create=True, model_options=old) as col:
+        col.index([photos["astronaut"], photos["chelsea"]])
+        before = col.store.vectors_for([r.id for r in col.records()]).copy()
+    recorded = json.loads((db / "manifest.json").read_text())["model"]["preprocessing"]
+    assert (recorded["pool"], recorded["recipe"], recorded["resample"]) == ("avg", 3, "bicubic")
+    for options in (None, ModelOptions(backend="onnx")):
+        with Collection.open(db, model_options=options) as col:
+            col.index([photos["coffee"], photos["astronaut"], photos["chelsea"]])
+            pre = col.embedder.info.preprocessing
+            assert (pre["pool"], pre["recipe"], pre["resample"]) == ("avg", 3, "bicubic")
+    with Collection.open(db) as col:
+        records = {Path(r.path).name: r.id for r in col.records()}
+        kept = col.store.vectors_for([records["astronaut.jpg"], records["chelsea.jpg"]])
+        coffee = col.store.vectors_for([records["coffee.jpg"]])[0]
+    np.testing.assert_array_equal(kept, before)  # re-indexing left the old vectors alone
+    image = load_image(photos["coffee"])
+    assert float(coffee @ create_embedder("efficientnet-lite0", old).embed_images([image])[0]) > (
+        0.9999
+    )
+    new = create_embedder("efficientnet-lite0", ModelOptions(backend="onnx"))
+    assert float(coffee @ new.embed_images([image])[0]) < 0.99  # the new default differs
+    for other in (
+        ModelOptions(pool="gem"),
+        ModelOptions(recipe=4),
+        ModelOptions(pool="gem", recipe=4),
+    ):
+        with (
+            Collection.open(db, model_options=other) as col,
+            pytest.raises(ModelMismatchError, match="preprocessing"),
+        ):
+            col.index([photos["rocket"]])
+
+
+def test_a_new_collection_gets_gem_and_recipe_4(tmp_path: Path, photos: dict[str, Path]) -> None:
+    from lookalike.collection import Collection
+
+    db = tmp_path / "db"
+    options = ModelOptions(backend="onnx")
+    with Collection.open(db, model="efficientnet-lite0", create=True, model_options=options) as col:
+        col.index([photos["astronaut"]])
+    recorded = json.loads((db / "manifest.json").read_text())["model"]["preprocessing"]
+    assert (recorded["pool"], recorded["recipe"], recorded["resample"]) == ("gem", 4, "bilinear")
+    with Collection.open(db) as col:  # and keeps them
+        col.index([photos["coffee"]])
+        assert col.embedder.info.preprocessing["pool"] == "gem"
+    # avg stays one option away, for a new collection
+    with Collection.open(
+        tmp_path / "avg",
+        model="efficientnet-lite0",
+        create=True,
+        model_options=ModelOptions(pool="avg"),
+    ) as col:
+        assert col.embedder.info.preprocessing["pool"] == "avg"
 
 
 # --- the pretrained networks on real photos --------------------------------------------------

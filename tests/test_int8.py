@@ -112,10 +112,14 @@ def test_input_normalisation_folds_to_uint8() -> None:
     assert input_dequantization(*imagenet) is None
 
 
-def test_imagenet_top1_with_the_float_head(int8: Int8FeatureModel) -> None:
+def test_imagenet_top1_with_the_float_head() -> None:
     """int8 pooled features through the float classifier head: >= 17/20 as for the float
-    model (measured 18/20, the same as float)."""
+    model. The head was trained on average-pooled features, so avg is what it is fed
+    (measured 17/20 with recipe 4, 18 with recipe 3; GeM features also give 17)."""
     import torch
+
+    int8 = create_embedder(INT8, ModelOptions(pool="avg"))
+    assert isinstance(int8, Int8FeatureModel)
 
     network = el.build_network("efficientnet-lite0", el.weights_path("efficientnet-lite0"))
     photos = imagenet_photos()

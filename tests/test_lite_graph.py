@@ -196,7 +196,7 @@ def test_first_export_and_embedding_never_import_torch(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert out.stdout.strip() == "[]"
-    assert list((tmp_path / "cache" / "onnx").glob("efficientnet-lite0-avg-*.onnx"))
+    assert list((tmp_path / "cache" / "onnx").glob("efficientnet-lite0-gem-*.onnx"))  # the default
 
 
 def test_torch_backend_without_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -160,9 +160,15 @@ class Collection:
             adapter_path = Path(manifest["adapter"]["path"])
         if model_options is None:
             model_options = _stored_options(manifest)
-        elif model_options.recipe is None:
-            # The collection keeps the preprocessing recipe its vectors were made with.
-            model_options = replace(model_options, recipe=_stored_options(manifest).recipe)
+        else:
+            # The collection keeps the recipe and pooling its vectors were made with,
+            # unless asked for explicitly (then the identity check refuses a mismatch).
+            stored = _stored_options(manifest)
+            model_options = replace(
+                model_options,
+                recipe=model_options.recipe or stored.recipe,
+                pool=model_options.pool or stored.pool,
+            )
         # `index` (create) repairs a short vector file instead of refusing it.
         backend = location.open(manifest, check=not create)
         stored_index = manifest.get("index", {})
@@ -571,8 +577,9 @@ def _unchanged(path: Path, record: ImageRecord) -> bool:
 def _stored_options(manifest: dict[str, Any]) -> ModelOptions:
     """The options a collection was built with, as far as its manifest records them.
 
-    Pooling is part of the model's identity, so reopening a "gem" collection with the
-    default options ("avg") would refuse every search; the manifest says which it was.
+    Pooling is part of the model's identity, so reopening an "avg" collection with the
+    default options (now "gem" for new EfficientNet-Lite collections) would refuse every
+    search; the manifest says which it was (no "pool" recorded: avg, the only one then).
     """
     preprocessing = manifest["model"].get("preprocessing", {})
     pool = preprocessing.get("pool")

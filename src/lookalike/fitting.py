@@ -223,7 +223,7 @@ def _cached_vectors(
     from lookalike.labelled_vectors import indexed_vectors
     from lookalike.paths import cache_dir
 
-    parts = [str(root), model, model_options.pool, str(model_options.weights or "")]
+    parts = [str(root), model, str(model_options.pool), str(model_options.weights or "")]
     key = json.dumps(parts + (["mirror"] if mirrored else [])).encode()
     db = cache_dir() / "fit" / hashlib.sha256(key).hexdigest()[:16]
     for attempt in (1, 2):

@@ -81,7 +81,10 @@ def _model_options(f: F, model_help: str) -> F:
         "--pool",
         type=click.Choice(["avg", "gem"]),
         default=None,
-        help="Global pooling of the last feature map (default: the collection's, or avg).",
+        help=(
+            "Global pooling of the last feature map (default: the collection's; for a new "
+            "one gem with the EfficientNet-Lite models, avg with timm models)."
+        ),
     )(f)
     f = click.option(
         "--weights",
@@ -99,7 +102,7 @@ def build_model_options(weights: Path | None, pool: str | None) -> Any:
 
     if weights is None and pool is None:
         return None
-    return ModelOptions(weights=weights, pool=pool or "avg")
+    return ModelOptions(weights=weights, pool=pool)
 
 
 def emit_json(data: Any) -> None:

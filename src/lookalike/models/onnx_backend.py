@@ -24,6 +24,7 @@ import re
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +61,7 @@ export_count = 0
 
 
 def check_options(options: ModelOptions) -> None:
-    if options.pool not in POOLS:
+    if options.pool is not None and options.pool not in POOLS:
         raise ModelError(f"unknown pool {options.pool!r}; use one of: {', '.join(POOLS)}")
     if options.backend not in BACKENDS:
         raise ModelError(f"unknown backend {options.backend!r}; use one of: {', '.join(BACKENDS)}")
@@ -97,6 +98,9 @@ class TorchFeatureModel(Embedder):
         cache_key: str | None = None,
     ) -> None:
         check_options(options)
+        if options.pool is None:
+            # The factory's family resolves the default; this records it for the cache key.
+            options = replace(options, pool=str(info.preprocessing.get("pool", "avg")))
         self.info = info
         self.preprocess = preprocess
         self.options = options

@@ -37,17 +37,21 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #   2: centre-crop a square of crop_fraction * short side, resize it (ImageNet eval).
 #   3: crop crop_fraction of each side (1.0: the whole image), squash to the square. An
 #      eval crop cuts a third of a 4:3 photo's width; retrieval is about the whole image.
-RECIPE = 3
+#   4: as 3, resized bilinear instead of bicubic for the TF EfficientNet-Lite models:
+#      ~0.5 ms less CPU per 800x600 photo, as good or better with GeM on every validation
+#      set (BENCHMARKS.md "The identity bump"). Other models' pixels are as in 3.
+RECIPE = 4
 # Older recipes this code still reproduces, so their collections keep indexing.
-KNOWN_RECIPES = (2, 3)
+KNOWN_RECIPES = (2, 3, 4)
 
 
 @dataclass(frozen=True)
 class Preprocess:
     """Crop, resize to ``size`` x ``size``, normalise per channel.
 
-    Recipe 3 (current): the centred box of ``crop_fraction`` of the width and of the height,
-    squashed to the square (1.0 keeps the whole image). Recipe 2 (older collections): a
+    Recipes 3 and 4 (4 is current; tf_efficientnet gives them another resample): the
+    centred box of ``crop_fraction`` of the width and of the height, squashed to the
+    square (1.0 keeps the whole image). Recipe 2 (older collections): a
     centred square of side ``crop_fraction * min(width, height)`` (TF/timm "crop_pct").
     Values: ``(pixel * scale - mean) / std`` with pixels in 0..255, RGB order.
     """
@@ -87,15 +91,16 @@ class Preprocess:
 
     @classmethod
     def tf_efficientnet(cls, size: int, recipe: int = RECIPE) -> Preprocess:
-        """TF EfficientNet(-Lite) pixels, bicubic, (x - 127) / 128.
+        """TF EfficientNet(-Lite) pixels, (x - 127) / 128.
 
-        Recipe 2: the checkpoint's eval crop size/(size+32); recipe 3: the whole image
-        (chosen by measurement, see BENCHMARKS.md "Preprocessing for retrieval").
+        Recipe 2: the checkpoint's eval crop size/(size+32), bicubic; recipe 3: the whole
+        image, bicubic (chosen by measurement, see BENCHMARKS.md "Preprocessing for
+        retrieval"); recipe 4: the whole image, bilinear.
         """
         return cls(
             size=size,
             crop_fraction=size / (size + 32) if recipe == 2 else WHOLE_IMAGE,
-            resample="bicubic",
+            resample="bilinear" if recipe >= 4 else "bicubic",
             mean=(127.0, 127.0, 127.0),
             std=(128.0, 128.0, 128.0),
             scale=1.0,

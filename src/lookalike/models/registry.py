@@ -17,7 +17,10 @@ class ModelOptions:
     """Options a user may pass with a model name."""
 
     weights: Path | None = None  # an explicit weights file (--weights)
-    pool: str = "avg"  # global pooling of the last feature map: avg | gem
+    # Global pooling of the last feature map: avg | gem; None = the model's default
+    # (gem for the EfficientNet-Lite family since issue 9/10, avg for timm models). A
+    # collection records the resolved value and reopens with it.
+    pool: str | None = None
     backend: str = "auto"  # auto (ONNX Runtime, else torch) | onnx | torch
     threads: int | None = None  # inference threads; None = all cores
     # Preprocessing recipe (preprocess.RECIPE); None = this version's. A collection

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from lookalike.errors import ModelError
@@ -139,8 +139,10 @@ def create(
     from lookalike.models.weights import weights_id
 
     check_options(options)
+    pool = options.pool or "avg"  # GeM was measured on the EfficientNet-Lite models only
+    options = replace(options, pool=pool)
     _require_timm(spec.name)
-    if spec.features == "head" and options.pool != "avg":
+    if spec.features == "head" and pool != "avg":
         raise ModelError(
             f"{spec.name} gives tokens, not a feature map: only --pool avg is available"
         )
@@ -151,12 +153,12 @@ def create(
         dim=spec.dim,
         input_size=preprocess.size,
         # Pooling and the timm checkpoint change the vectors as much as preprocessing does.
-        preprocessing={**preprocess.to_dict(), "pool": options.pool, "timm": spec.timm_name},
+        preprocessing={**preprocess.to_dict(), "pool": pool, "timm": spec.timm_name},
         weights_id=RANDOM if found.path is None else weights_id(found.path),
     )
 
     def factory() -> torch.nn.Module:
-        return build_network(spec, found, options.pool)
+        return build_network(spec, found, pool)
 
     return _feature_model_class()(info, factory, preprocess, options)
 
