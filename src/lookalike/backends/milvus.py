@@ -35,7 +35,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookalike.backends.base import Move, ProgressFn, Skip, StorageBackend, Touch
-from lookalike.backends.milvus_client import call, connect, first_line, release, retain
+from lookalike.backends.milvus_client import (
+    call,
+    call_once,
+    connect,
+    first_line,
+    release,
+    retain,
+    retrying,
+)
 from lookalike.backends.milvus_rows import (
     FIELDS,
     dec,
@@ -197,7 +205,7 @@ class MilvusBackend(StorageBackend):
             params = client.prepare_index_params()
             params.add_index(field_name="vector", metric_type="IP", **choice)
             try:
-                client.create_index(name, params)
+                retrying(client.create_index, name, params)
             except Exception as exc:  # an index type this server does not offer
                 last = exc
                 continue
@@ -400,7 +408,7 @@ class MilvusBackend(StorageBackend):
             for image_id, im, vec in zip(ids, images, vectors, strict=True)
         ]
         for start in range(0, len(rows), INSERT_CHUNK):
-            self._call(self.client.insert, self.images, rows[start : start + INSERT_CHUNK])
+            call_once(self.loc, self.client.insert, self.images, rows[start : start + INSERT_CHUNK])
         _crash_point()
         self._apply_add(payload)
         self._end(journal)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from lookalike.backends.locations import MilvusLocation
 
 CONNECT_TIMEOUT_S = 10.0
+TRANSIENT_ERROR = "internal error"
+RETRY_PAUSES_S = (0.2, 0.5, 1.0, 2.0)
 
 _CLIENTS: dict[str, Any] = {}
 _USERS: dict[str, int] = {}  # backends open on each client (the web server opens two)
@@ -132,9 +135,42 @@ def release(location: MilvusLocation) -> None:
 
 
 def call(location: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """A pymilvus call; its errors become one-line CollectionErrors naming the location."""
+    """A pymilvus request that is safe to repeat, retried on a transient error; its errors
+    become one-line CollectionErrors naming the location."""
+    return _as_collection_error(location, lambda: retrying(fn, *args, **kwargs))
+
+
+def call_once(location: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """As ``call``, never repeated: for inserts (Milvus keeps both rows of a repeated key)."""
+    return _as_collection_error(location, lambda: fn(*args, **kwargs))
+
+
+def retrying(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(...)``, again after a pause while Milvus answers with a transient error.
+
+    Milvus Lite's server now and then answers a request with a bare "internal error" that
+    the same request a moment later does not get (seen twice in the test suite under load:
+    on create_index, and on a request of the moves test). A few short retries ride that out;
+    any other error, or the same one after the last pause, goes to the caller."""
+    for pause in (*RETRY_PAUSES_S, None):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if pause is None or not _transient(exc):
+                raise
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+def _transient(exc: Exception) -> bool:
+    from pymilvus.exceptions import MilvusException
+
+    return isinstance(exc, MilvusException) and TRANSIENT_ERROR in str(exc).lower()
+
+
+def _as_collection_error(location: Any, thunk: Any) -> Any:
     try:
-        return fn(*args, **kwargs)
+        return thunk()
     except CollectionError:
         raise
     except Exception as exc:

@@ -1,0 +1,62 @@
+"""Milvus' transient "internal error": repeatable requests are retried, inserts never are,
+and any other error is reported at once, as one line naming the location."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pymilvus")
+from pymilvus.exceptions import MilvusException
+
+from lookalike.backends import milvus_client
+from lookalike.errors import CollectionError
+
+WHERE = "milvus://127.0.0.1:19530/photos"
+
+
+class Flaky:
+    """Fails ``failures`` times with ``message``, then answers "ok"."""
+
+    def __init__(self, failures: int, message: str = "internal error") -> None:
+        self.failures, self.message, self.calls = failures, message, 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise MilvusException(code=65535, message=self.message)
+        return "ok"
+
+
+@pytest.fixture(autouse=True)
+def no_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(milvus_client, "RETRY_PAUSES_S", (0.0, 0.0, 0.0))
+
+
+def test_a_transient_error_is_retried_until_it_passes() -> None:
+    fn = Flaky(failures=2)
+    assert milvus_client.call(WHERE, fn, "coll", ids=[1]) == "ok"
+    assert fn.calls == 3
+
+
+def test_a_transient_error_that_persists_becomes_one_line_naming_the_location() -> None:
+    fn = Flaky(failures=10)
+    with pytest.raises(CollectionError, match=f"^{WHERE}: Milvus said: .*internal error"):
+        milvus_client.call(WHERE, fn)
+    assert fn.calls == 4  # the first try and one per pause
+
+
+def test_other_errors_are_not_retried() -> None:
+    fn = Flaky(failures=1, message="collection not found[collection=photos]")
+    with pytest.raises(CollectionError, match="collection not found"):
+        milvus_client.call(WHERE, fn)
+    assert fn.calls == 1
+
+
+def test_an_insert_is_never_repeated() -> None:
+    # Milvus keeps both rows when a key is inserted twice: a retried insert could duplicate.
+    fn = Flaky(failures=1)
+    with pytest.raises(CollectionError, match="internal error"):
+        milvus_client.call_once(WHERE, fn)
+    assert fn.calls == 1
