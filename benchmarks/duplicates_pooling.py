@@ -12,7 +12,8 @@ The same files are indexed once per model spec (``--specs``, model_spec.py's ``n
 an empty name is the default model), then `Collection.duplicates(0.95)` (verification on,
 default floor) is timed for each spec in turn, ``--rounds`` times, alternating, so all see
 the same machine load. Verifier.check is counted to give the candidate pairs verified
-(calls, and distinct pairs).
+(calls, and distinct pairs); ``--both-ways`` also times each spec as `duplicates` ran
+before duplicates.once_per_pair (a failed pair checked again from its other end).
 
 Usage: python benchmarks/duplicates_pooling.py OUT_DIR [--specs "@gem/r4,@avg/r4,@avg/r3"]
 Prints one JSON object per line: the library, one per index, one per timed run (seconds,
@@ -83,11 +84,19 @@ def build(folder: Path, planted_every: int) -> dict[str, str]:
     return items
 
 
-def counting_checks(record: list[tuple[int, int]]) -> Callable[[], None]:
-    """Patch Verifier.check to record every pair it is asked about; returns the undo."""
-    from lookalike import verify
+def label(spec: str, once: bool) -> str:
+    return spec if once else f"{spec} (each way)"
+
+
+def counting_checks(record: list[tuple[int, int]], once: bool) -> Callable[[], None]:
+    """Patch Verifier.check to record every pair it is asked about, and with ``once`` False
+    undo collection's once_per_pair (the behaviour before it); returns the undo."""
+    from lookalike import collection, verify
 
     original = verify.Verifier.check
+    memo = collection.once_per_pair
+    if not once:
+        collection.once_per_pair = lambda check: check  # type: ignore[assignment]
 
     def check(self: Any, a: int, b: int) -> Any:
         record.append((min(a, b), max(a, b)))
@@ -97,6 +106,7 @@ def counting_checks(record: list[tuple[int, int]]) -> Callable[[], None]:
 
     def undo() -> None:
         verify.Verifier.check = original  # type: ignore[method-assign]
+        collection.once_per_pair = memo  # type: ignore[assignment]
 
     return undo
 
@@ -108,8 +118,27 @@ def score(groups: list[Any], items: dict[str, str]) -> dict[str, int]:
         c in group_of and group_of[c] == group_of.get(str(Path(c).parent / f"{item}.jpg"))
         for c, item in copies.items()
     )
-    false = sum(len({items.get(p, p) for p in g.paths}) > 1 for g in groups)
-    return {"planted_found": found, "planted": len(copies), "false_groups": false}
+    false = [
+        sorted(Path(p).stem for p in g.paths)
+        for g in groups
+        if len({items[p] for p in g.paths}) > 1
+    ]
+    # A tile grouped with another tile of its own photo is a weaker mistake than two photos.
+    across = sum(len({s.split("-t")[0] for s in g}) > 1 for g in false)
+    missed = sorted(
+        Path(c).stem
+        for c in copies
+        if c not in group_of
+        or group_of[c] != group_of.get(str(Path(c).parent / f"{copies[c]}.jpg"))
+    )
+    return {
+        "planted_found": found,
+        "planted": len(copies),
+        "false_groups": len(false),
+        "false_groups_across_photos": across,
+        "false_group_files": false,
+        "planted_missed": missed,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--specs", default="@gem/r4,@avg/r4,@avg/r3")
     parser.add_argument("--planted-every", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--both-ways",
+        action="store_true",
+        help="also time each spec with a failed pair checked again from its other end "
+        "(the behaviour before once_per_pair)",
+    )
     args = parser.parse_args(argv)
 
     from lookalike.collection import Collection
@@ -146,12 +181,13 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         cols[spec] = col
-    seconds: dict[str, list[float]] = {s: [] for s in specs}
+    runs = [(s, once) for s in specs for once in ((False, True) if args.both_ways else (True,))]
+    seconds: dict[str, list[float]] = {label(*r): [] for r in runs}
     for _ in range(args.rounds):
-        for spec in specs:
+        for spec, once in runs:
             found: list[Any] = []
             checked: list[tuple[int, int]] = []
-            undo = counting_checks(checked)
+            undo = counting_checks(checked, once)
             try:
                 wall, _cpu, others = timed(
                     lambda c=cols[spec], out=found: out.append(c.duplicates(threshold=0.95))
@@ -159,11 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 undo()
             groups = found[0]
-            seconds[spec].append(wall)
+            seconds[label(spec, once)].append(wall)
             print(
                 json.dumps(
                     {
                         "spec": spec,
+                        "once_per_pair": once,
                         "seconds": round(wall, 2),
                         "checks": len(checked),
                         "pairs_checked": len(set(checked)),
@@ -176,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 flush=True,
             )
-    base = min(seconds[specs[-1]])
+    base = min(seconds[label(*runs[-1])])
     print(
         json.dumps(
             {

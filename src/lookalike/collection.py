@@ -26,6 +26,7 @@ from lookalike.duplicates import (
     Links,
     leader_clusters,
     neighbour_batches,
+    once_per_pair,
     similar_links,
     split_links,
 )
@@ -529,7 +530,6 @@ class Collection:
         )
         paths = self.backend.ids_and_paths({i for pair in candidates for i in pair})
         verifier = local.Verifier(lambda i: paths[i])
-
         def check(a: int, b: int) -> bool:
             passed = verifier.check(a, b).passes(verifier.settings)
             if verifier.unreadable:
@@ -539,7 +539,7 @@ class Collection:
                 )
             return passed
 
-        return links, candidates, check
+        return links, candidates, once_per_pair(check)
 
     def _links(self, threshold: float, k: int, effort: float) -> Links:
         if not -1.0 <= threshold <= 1.0:
