@@ -530,6 +530,7 @@ class Collection:
         )
         paths = self.backend.ids_and_paths({i for pair in candidates for i in pair})
         verifier = local.Verifier(lambda i: paths[i])
+
         def check(a: int, b: int) -> bool:
             passed = verifier.check(a, b).passes(verifier.settings)
             if verifier.unreadable:
