@@ -7,6 +7,11 @@ planted copies of the first 100 of them, cycling through the edits of duplicate_
 default model, then times `Collection.duplicates(0.95)` without and with verification,
 alternating (off, on, off, on) so both see the same machine load.
 
+With ``--specs`` (model_spec.py's ``name@tags``, an empty name the default model; e.g.
+``"@gem/r4,@avg/r3"``) the same files are indexed once per spec (OUT_DIR/db-...) and the timed
+runs go through the specs in turn; ``--verify-only`` skips the runs without verification.
+Each line then also has the spec and the candidate pairs verified (``checks``).
+
 Usage: python benchmarks/duplicates_cost.py OUT_DIR [--photos 2000] [--planted 100]
 Prints one JSON object per line: the index line, one per timed run (seconds, groups,
 verified members, planted copies found in their photo's group, ``other_cores``: CPU other
@@ -22,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from duplicate_edits import EDITS  # type: ignore[import-not-found]
+from duplicates_pooling import counting_checks  # type: ignore[import-not-found]
 from embed_throughput import build_photos, timed  # type: ignore[import-not-found]
+from model_spec import model_spec  # type: ignore[import-not-found]
 
 
 def plant(photos: list[Path], folder: Path, count: int) -> dict[str, str]:
@@ -48,19 +55,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=2000)
     parser.add_argument("--planted", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--specs", default="", help='e.g. "@gem/r4,@avg/r3"')
+    parser.add_argument("--verify-only", action="store_true")
     args = parser.parse_args(argv)
 
     from lookalike.collection import Collection
 
     photos = build_photos(args.out_dir / "photos", args.photos)
     planted = plant(photos, args.out_dir / "planted", args.planted)
-    with Collection.open(args.out_dir / "db", create=True) as col:
+    specs = [s.strip() for s in args.specs.split(",")] if args.specs else [None]
+    cols = {}
+    for spec in specs:
+        db = args.out_dir / (
+            "db" if spec is None else "db" + spec.replace("@", "-").replace("/", "-")
+        )
+        name, options = model_spec(spec) if spec is not None else ("", None)
+        col = Collection.open(db, model=name or None, model_options=options, create=True)
         wall, _cpu, others = timed(
-            lambda: col.index([args.out_dir / "photos", args.out_dir / "planted"])
+            lambda c=col: c.index([args.out_dir / "photos", args.out_dir / "planted"])
         )
         print(
             json.dumps(
                 {
+                    "spec": spec,
                     "indexed": col.count(),
                     "seconds": round(wall, 1),
                     "other_cores": round(others / wall, 2),
@@ -68,24 +85,36 @@ def main(argv: list[str] | None = None) -> int:
             ),
             flush=True,
         )
-        seconds: dict[bool, list[float]] = {False: [], True: []}
-        for _ in range(args.rounds):
-            for verify in (False, True):
+        cols[spec] = col
+    modes = (True,) if args.verify_only else (False, True)
+    seconds: dict[tuple[str | None, bool], list[float]] = {}
+    for _ in range(args.rounds):
+        for spec, col in cols.items():
+            for verify in modes:
                 found: list[Any] = []
-                wall, _cpu, others = timed(
-                    lambda v=verify, out=found: out.append(col.duplicates(threshold=0.95, verify=v))
-                )
+                checked: list[tuple[int, int]] = []
+                undo = counting_checks(checked, True)
+                try:
+                    wall, _cpu, others = timed(
+                        lambda c=col, v=verify, out=found: out.append(
+                            c.duplicates(threshold=0.95, verify=v)
+                        )
+                    )
+                finally:
+                    undo()
                 groups = found[0]
                 group_of = {p: n for n, g in enumerate(groups) for p in g.paths}
                 joined = sum(
                     c in group_of and group_of[c] == group_of.get(s) for c, s in planted.items()
                 )
-                seconds[verify].append(wall)
+                seconds.setdefault((spec, verify), []).append(wall)
                 print(
                     json.dumps(
                         {
+                            "spec": spec,
                             "verify": verify,
                             "seconds": round(wall, 2),
+                            "checks": len(checked),
                             "groups": len(groups),
                             "images_in_groups": sum(len(g.paths) for g in groups),
                             "verified_members": sum(m.verified for g in groups for m in g.members),
@@ -96,16 +125,15 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                     flush=True,
                 )
-    off, on = min(seconds[False]), min(seconds[True])
-    print(
-        json.dumps(
-            {
-                "best_seconds_without": round(off, 2),
-                "best_seconds_with": round(on, 2),
-                "ratio": round(on / off, 1),
-            }
-        )
-    )
+    for col in cols.values():
+        col.close()
+    for spec in specs:
+        on = min(seconds[(spec, True)])
+        summary: dict[str, Any] = {"spec": spec, "best_seconds_with": round(on, 2)}
+        if not args.verify_only:
+            off = min(seconds[(spec, False)])
+            summary.update(best_seconds_without=round(off, 2), ratio=round(on / max(off, 1e-9), 1))
+        print(json.dumps(summary))
     return 0
 
 

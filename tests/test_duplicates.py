@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import TEST_MODEL
 from lookalike.collection import Collection
-from lookalike.duplicates import Cluster, duplicate_groups, leader_clusters
+from lookalike.duplicates import Cluster, duplicate_groups, leader_clusters, once_per_pair
 from lookalike.errors import CollectionError
 from lookalike.index.base import MISSING_ID, SearchHits
 from lookalike.store import NewImage
@@ -74,6 +74,36 @@ def test_groups_join_across_batches() -> None:
     second = (np.array([3]), _hits([[3, 2]], [[1.0, 0.98]]))
     groups = duplicate_groups([first, second], threshold=0.95)
     assert _groups(groups) == [([2, 3, 1], [1.0, pytest.approx(0.98), pytest.approx(0.97)])]
+
+
+def test_a_failed_candidate_is_checked_once() -> None:
+    """No copies at all: leader clustering asks about each pair from both ends; the wrapper
+    passes each unordered pair on once, smaller id first, and answers the repeat itself."""
+    candidates = {(1, 2): 0.5, (2, 3): 0.6, (1, 3): 0.45, (3, 4): 0.7}
+    asked: list[tuple[int, int]] = []
+
+    def never(a: int, b: int) -> bool:
+        asked.append((a, b))
+        return False
+
+    assert leader_clusters({}, candidates, never) == []
+    assert len(asked) > len(candidates)  # why the wrapper exists
+    asked.clear()
+    assert leader_clusters({}, candidates, once_per_pair(never)) == []
+    assert sorted(asked) == sorted(candidates)
+
+
+def test_a_verified_candidate_joins_once_checked() -> None:
+    verdicts = {(1, 2): True, (2, 3): False}
+    asked: list[tuple[int, int]] = []
+
+    def check(a: int, b: int) -> bool:
+        asked.append((a, b))
+        return verdicts[(a, b)]
+
+    clusters = leader_clusters({}, {(1, 2): 0.5, (2, 3): 0.6}, once_per_pair(check))
+    assert [c.members for c in clusters] == [[2, 1]]
+    assert sorted(asked) == [(1, 2), (2, 3)]
 
 
 def test_missing_slots_are_ignored() -> None:

@@ -109,6 +109,30 @@ def test_every_edit_joins_its_original_and_unrelated_photos_stay_alone(
         assert any(m.verified for m in group.members)  # the rotations at least
 
 
+def test_each_candidate_pair_is_verified_once(
+    planted: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pair that fails is not checked again from its other end (the unrelated photos'
+    candidates, here), and the groups are the same as the first test's."""
+    asked: list[tuple[int, int]] = []
+    check = Verifier.check
+
+    def counted(self: Verifier, a: int, b: int) -> Any:
+        asked.append((a, b))
+        return check(self, a, b)
+
+    monkeypatch.setattr(Verifier, "check", counted)
+    files = planted["files"]
+    with Collection.open(planted["db"]) as col:
+        groups = col.duplicates(threshold=0.95)
+    assert asked  # the rotations at least were candidates
+    assert all(a < b for a, b in asked)
+    assert len(set(asked)) == len(asked)
+    for name in ("chelsea", "coffee"):
+        expected = {files[name], *(files[f"{name}-{edit}"] for edit in EDITS)}
+        assert _group_of(groups, files[name]) == expected
+
+
 def test_without_verification_rotations_and_grey_stay_out(planted: dict[str, Any]) -> None:
     files = planted["files"]
     with Collection.open(planted["db"]) as col:

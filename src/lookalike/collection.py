@@ -26,6 +26,7 @@ from lookalike.duplicates import (
     Links,
     leader_clusters,
     neighbour_batches,
+    once_per_pair,
     similar_links,
     split_links,
 )
@@ -539,7 +540,7 @@ class Collection:
                 )
             return passed
 
-        return links, candidates, check
+        return links, candidates, once_per_pair(check)
 
     def _links(self, threshold: float, k: int, effort: float) -> Links:
         if not -1.0 <= threshold <= 1.0:

@@ -132,3 +132,20 @@ def split_links(links: Links, threshold: float) -> tuple[Links, Links]:
     """(links >= threshold, the weaker candidates)."""
     strong = {pair: s for pair, s in links.items() if s >= threshold - SCORE_SLACK}
     return strong, {pair: s for pair, s in links.items() if pair not in strong}
+
+
+def once_per_pair(check: Callable[[int, int], bool]) -> Callable[[int, int], bool]:
+    """``check`` asked once per unordered pair, smaller id first; the verdict is kept.
+
+    Leader clustering asks about a pair again from its other end when the first check
+    failed (neither image was taken); in a library of mostly unique photos that is nearly
+    every candidate pair, so without this verification did twice the work."""
+    verdicts: dict[tuple[int, int], bool] = {}
+
+    def checked(a: int, b: int) -> bool:
+        key = (a, b) if a < b else (b, a)
+        if key not in verdicts:
+            verdicts[key] = check(*key)
+        return verdicts[key]
+
+    return checked
