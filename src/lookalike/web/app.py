@@ -166,9 +166,7 @@ def create_app(
             decode_upload, data, limits, min_side=service.draft_size, name=name
         ).result()
         del data
-        return [
-            service.search_image(image, name, k, metric, setup, under).to_json(with_id=True)
-        ]
+        return [service.search_image(image, name, k, metric, setup, under).to_json(with_id=True)]
 
     @app.get(
         "/api/search",
