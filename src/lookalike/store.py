@@ -416,16 +416,8 @@ class Store:
 
     def sizes_present(self, sizes: Iterable[int]) -> set[int]:
         """Which of these file sizes some stored image has (one scan per 900 sizes)."""
-        wanted = sorted({int(s) for s in sizes})
-        found: set[int] = set()
-        for start in range(0, len(wanted), 900):  # SQLite's default limit on variables
-            chunk = wanted[start : start + 900]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT DISTINCT size FROM images WHERE size IN ({marks})", chunk
-            )
-            found.update(int(row[0]) for row in rows)
-        return found
+        rows = self._where_in("SELECT DISTINCT size FROM images", "size", set(sizes))
+        return {int(row[0]) for row in rows}
 
     def records(self, offset: int = 0, limit: int = -1) -> list[ImageRecord]:
         rows = self._db.execute(
@@ -461,15 +453,19 @@ class Store:
         return {int(i): _py_path(p) for i, p in self._by_ids("id, path", ids)}
 
     def _by_ids(self, columns: str, ids: Iterable[int]) -> Iterator[tuple[Any, ...]]:
-        """``columns`` of the images with these ids, in no order; 900 ids per query
-        (SQLite's default limit on variables)."""
-        ids = [int(i) for i in ids]
-        for start in range(0, len(ids), 900):
-            chunk = ids[start : start + 900]
+        """``columns`` of the images with these ids, in no order."""
+        return self._where_in(f"SELECT {columns} FROM images", "id", ids)
+
+    def _where_in(
+        self, select: str, column: str, values: Iterable[int]
+    ) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``select WHERE column IN (values)``, in no order; 900 values per
+        query (SQLite's default limit on variables)."""
+        values = [int(v) for v in values]
+        for start in range(0, len(values), 900):
+            chunk = values[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            yield from self._db.execute(
-                f"SELECT {columns} FROM images WHERE id IN ({marks})", chunk
-            )
+            yield from self._db.execute(f"{select} WHERE {column} IN ({marks})", chunk)
 
     def skipped(self) -> list[dict[str, str]]:
         rows = self._db.execute("SELECT path, reason FROM skipped ORDER BY path").fetchall()
