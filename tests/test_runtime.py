@@ -278,6 +278,46 @@ def test_a_failed_int8_check_is_remembered_per_machine(
     assert len(list((tmp_path / "cache" / build_memory.FOLDER).glob("*.json"))) == 2
 
 
+def test_a_remembered_int8_failure_is_the_default_shown(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """After a failed int8 build is remembered here, `lookalike models` marks fp32 as the
+    default, as new collections then get, and the note says how to retry."""
+    from click.testing import CliRunner
+
+    from lookalike.cli import cli
+    from lookalike.models import build_memory
+
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))  # a machine of its own
+    monkeypatch.setattr(runtime, "available_providers", lambda: [runtime.CPU])
+    monkeypatch.setattr(runtime, "int8_is_fast", lambda *_a: True)
+
+    def marked_default() -> str:
+        result = CliRunner().invoke(cli, ["models", "--json"])
+        assert result.exit_code == 0, result.output
+        (row,) = [r for r in json.loads(result.output) if r["default"]]
+        return str(row["name"])
+
+    assert dm.choose_default().model == INT8 and marked_default() == INT8
+    from lookalike.models import efficientnet_lite
+
+    # Built without its network: building it would cache a working graph, no failure.
+    probe = efficientnet_lite.create(FLOAT, ModelOptions(), int8=True, build=False)
+    key = probe._memory_key()  # type: ignore[attr-defined]
+    assert not (tmp_path / "cache" / "onnx").exists()  # `models` built nothing either
+    build_memory.remember(key, f"{INT8}: int8 vectors stray from the float network")
+
+    choice = dm.choose_default()
+    assert (choice.model, choice.fallback) == (FLOAT, None)
+    assert choice.note and "failed before on this machine" in choice.note
+    assert build_memory.RETRY_ENV in choice.note and f"using {FLOAT} (fp32)" in choice.note
+    assert marked_default() == FLOAT
+    # Another pooling is another build, not the one that failed.
+    assert dm.choose_default(ModelOptions(pool="avg")).model == INT8
+    monkeypatch.setenv(build_memory.RETRY_ENV, "1")
+    assert dm.choose_default().model == INT8
+
+
 def test_build_memory_ignores_damaged_or_foreign_records(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -6,7 +6,8 @@
   photos' packages installed: ``efficientnet-lite0-int8``, 2.4x less CPU per image for the
   network than fp32 (BENCHMARKS.md), same retrieval quality on benchmarks/quality.py. Its
   first build checks its vectors against the float network's; if that check (or the build)
-  fails, fp32 is used and a one-line warning says why.
+  fails, fp32 is used and a one-line warning says why; the failure is remembered on this
+  machine (build_memory), and later choices say fp32 at once.
 * Anything else: ``efficientnet-lite0`` (fp32), with a one-line note saying what was
   missing.
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from lookalike.errors import ModelError
 from lookalike.models import runtime
 from lookalike.models.base import Embedder
+from lookalike.models.build_memory import RETRY_ENV
 from lookalike.models.registry import ModelOptions, create_embedder, get_entry
 
 FLOAT_MODEL = "efficientnet-lite0"
@@ -75,7 +77,25 @@ def choose_default(
                 "pip install 'lookalike[int8]'"
             ),
         )
+    failed = _int8_failed_here(options)
+    if failed:
+        return DefaultChoice(
+            FLOAT_MODEL,
+            f"fp32: int8 failed to build or check here before ({RETRY_ENV}=1 retries)",
+            note=f"{failed}; using {FLOAT_MODEL} (fp32)",
+        )
     return DefaultChoice(INT8_MODEL, "int8: this CPU has int8 dot products", FLOAT_MODEL)
+
+
+def _int8_failed_here(options: ModelOptions) -> str | None:
+    """A failed int8 build remembered on this machine (build_memory): new collections
+    then get fp32 at once, and `lookalike models` marks that."""
+    from lookalike.models.efficientnet_lite import remembered_int8_failure
+
+    try:
+        return remembered_int8_failure(FLOAT_MODEL, options)
+    except (ModelError, OSError):
+        return None  # building it for real says what is wrong
 
 
 def create_default_embedder(options: ModelOptions | None = None) -> Embedder:

@@ -144,8 +144,11 @@ def build_network(name: str, weights: Path) -> torch.nn.Module:
     return network.eval()
 
 
-def create(name: str, options: ModelOptions, int8: bool = False) -> LiteFeatureModel:
-    """The embedder for one EfficientNet-Lite variant, float or quantised to int8."""
+def create(
+    name: str, options: ModelOptions, int8: bool = False, build: bool = True
+) -> LiteFeatureModel:
+    """The embedder for one EfficientNet-Lite variant, float or quantised to int8.
+    ``build=False``: its description only (nothing exported, quantised or loaded)."""
     from lookalike.models.lite_model import LiteFeatureModel, LiteInt8FeatureModel
     from lookalike.models.onnx_backend import check_options, pooled_features
     from lookalike.models.weights import weights_id
@@ -177,7 +180,17 @@ def create(name: str, options: ModelOptions, int8: bool = False) -> LiteFeatureM
         return pooled_features(build_network(name, weights), pool, "extract_features")
 
     model = LiteInt8FeatureModel if int8 else LiteFeatureModel
-    return model(info, factory, preprocess, options, variant=variant.name, weights=weights)
+    return model(
+        info, factory, preprocess, options, variant=variant.name, weights=weights, build=build
+    )
+
+
+def remembered_int8_failure(name: str, options: ModelOptions) -> str | None:
+    """Why the int8 build of ``name`` failed on this machine before, or None. Cheap."""
+    from lookalike.models.int8 import Int8FeatureModel
+
+    model = create(name, options, int8=True, build=False)
+    return model.remembered_failure() if isinstance(model, Int8FeatureModel) else None
 
 
 def int8_available(name: str) -> bool:

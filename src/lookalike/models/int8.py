@@ -82,11 +82,9 @@ class Int8FeatureModel(TorchFeatureModel):
                 f"{self.info.name} runs on ONNX Runtime only; "
                 "use its float model for the torch backend"
             )
-        remembered = self._remembered_failure()
+        remembered = self.remembered_failure()
         if remembered:
-            raise ModelError(
-                f"{remembered} [failed before on this machine; {build_memory.RETRY_ENV}=1 retries]"
-            )
+            raise ModelError(remembered)
         try:
             return self._onnx_runner()
         except Int8CheckError as exc:
@@ -126,6 +124,14 @@ class Int8FeatureModel(TorchFeatureModel):
             "machine": platform.machine(),
             "cpu_flags": hashlib.sha256(flags.encode()).hexdigest()[:16],
         }
+
+    def remembered_failure(self) -> str | None:
+        """Why this build failed here before (one line, saying how to retry), or None.
+        Cheap: nothing is built, so the default can be decided before building."""
+        reason = self._remembered_failure()
+        if reason is None:
+            return None
+        return f"{reason} [failed before on this machine; {build_memory.RETRY_ENV}=1 retries]"
 
     def _remembered_failure(self) -> str | None:
         """A failure recorded for this build here, unless its graph is cached after all."""

@@ -37,10 +37,11 @@ class LiteFeatureModel(TorchFeatureModel):
         variant: str,
         weights: Path,
         cache_key: str | None = None,
+        build: bool = True,
     ) -> None:
         self.variant = variant  # the float network's name ("-int8" models share it)
         self.weights = weights
-        super().__init__(info, factory, preprocess, options, cache_key)
+        super().__init__(info, factory, preprocess, options, cache_key, build)
 
     def _export(self) -> bytes:
         from lookalike.models.checkpoint import load_state_dict

@@ -96,6 +96,7 @@ class TorchFeatureModel(Embedder):
         preprocess: Preprocess,
         options: ModelOptions,
         cache_key: str | None = None,
+        build: bool = True,
     ) -> None:
         check_options(options)
         if options.pool is None:
@@ -115,7 +116,8 @@ class TorchFeatureModel(Embedder):
         self.cache_key = cache_key
         self.backend = ""  # "onnx" or "torch": what actually runs, once built
         self.runtime = ""  # e.g. "onnxruntime-cpu", "onnxruntime-cuda", "torch"
-        self._run = self._build_runner()
+        # build=False: a description only (its cache key, a remembered failure), cheap.
+        self._run = self._build_runner() if build else _not_built(info.name)
 
     # --- Embedder -------------------------------------------------------------------
 
@@ -412,3 +414,10 @@ def _normalized_input_class() -> type[torch.nn.Module]:
             return self.model(x)
 
     return NormalizedInput
+
+
+def _not_built(name: str) -> Runner:
+    def run(_pixels: np.ndarray) -> np.ndarray:
+        raise ModelError(f"{name}: created without its network (build=False)")
+
+    return run
