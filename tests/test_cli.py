@@ -405,6 +405,34 @@ def test_a_reader_that_goes_away_is_no_error() -> None:
     assert stderr == "", stderr
 
 
+def test_exit_skips_teardown_but_runs_exit_handlers(tmp_path: Path) -> None:
+    """main() ends without Python's teardown (it costs a user ~0.07 s per command), yet
+    atexit handlers run, output is complete and the exit status is the command's."""
+    ran, torn_down = tmp_path / "atexit-ran", tmp_path / "torn-down"
+    script = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(ran)!r}, 'a').write('ran'))\n"
+        "class Teardown:\n"
+        f"    def __del__(self): open({str(torn_down)!r}, 'w').write('yes')\n"
+        "KEEP = Teardown()  # freed only by the interpreter's teardown\n"
+        "from lookalike.cli import main\n"
+        "sys.argv = ['lookalike'] + sys.argv[1:]\n"
+        "main()\n"
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", script, *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    listed = run("models", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {m["name"] for m in json.loads(listed.stdout)} >= {DEFAULT_MODEL}  # all of it
+    assert ran.read_text() == "ran" and not torn_down.exists()
+    refused = run("search", str(tmp_path / "missing.jpg"), "--db", str(tmp_path / "db"))
+    assert refused.returncode == 1 and "no collection here yet" in refused.stderr
+    assert ran.read_text() == "ranran" and not torn_down.exists()
+
+
 def test_search_rerank(cli_json: CliJson, cli: Cli, indexed: dict[str, Path], db: Path) -> None:
     plain = cli_json("search", indexed["chelsea"], "--db", db, "-k", "3")
     for method in ("qe", "kr:k1=3,k2=2"):
