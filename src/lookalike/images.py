@@ -134,11 +134,12 @@ def load_image(
     as long as both sides stay >= min_side, which is several times faster for photos.
     ``image.info["original_size"]`` is the file's own (width, height), upright.
     """
-    register_heif()
     path = Path(path)
     try:
         if data is None:
             data, _ = read_file(path)
+        if data[4:8] == b"ftyp":  # ISO media (HEIC, AVIF): pillow-heif, imported only then
+            register_heif()
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
