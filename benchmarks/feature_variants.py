@@ -1,0 +1,279 @@
+"""Issue 9's untried feature ideas for efficientnet-lite0, measured on validation data.
+
+Every variant comes from ONE PyTorch forward pass (fp32, the package's weights) per image
+and input size, with hooks on two earlier stages (the last 112-ch block, 14x14 at 224 px,
+and the last 320-ch block, before the 1x1 head conv):
+
+- ``gem3`` (today's default vector: GeM p=3 of the final 1280-ch map, recipe 4; checked
+  against the package's own embedder, cosine >= 0.999), ``avg``, ``gemP`` for P in 2, 4, 6;
+- ``ms224+S``: the mean of the L2-normalised gem3 vectors at 224 and S px (the same
+  recipe, resized to S x S), L2-normalised;
+- ``stage320xW`` / ``stage112xW``: [gem3(final) ; W * gem3(stage)], each part
+  L2-normalised first, the whole L2-normalised;
+- the reports' pipeline (reports_pipeline.py: bicubic, avg, its own network load).
+
+Sets (validation unless --set test):
+- Fashion-MNIST: validation = the first 200 per class of *train* (quality.py's
+  fashion-mnist-val); test = the 10,000 test images (``--fmnist-limit N``: the first N/10
+  of each class). Leave-one-out P@10 and mAP@10 (rerank_quality.run).
+- hard copies (hard_copies.py): validation = foolbox's photos, test = the tests' photos;
+  MRR@5 of the original (hard_copies.py's mAP@5) and recall@1.
+- near duplicates (near_duplicates.py): the queries of the even (validation) / odd (test)
+  originals, against the whole gallery (rerank_quality.py's near-duplicates-val/-test);
+  recall@1 and MRR@10 (rerank_quality.run).
+
+Usage: python benchmarks/feature_variants.py [--set validation|test] [--variants a,b]
+                                             [--fmnist-limit N] [--work DIR] [--threads N]
+Prints one JSON object per line: the embedder check, images/s of the forward pass per
+input size and set, then one row per (set, variant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hard_copies
+import reports_pipeline
+from lookalike.evaluation.dataset import LabelledImages, read_dataset
+from lookalike.evaluation.metrics import average_precision_at_k
+from lookalike.images import load_image
+from lookalike.models import ModelOptions, create_embedder
+from lookalike.models.efficientnet_lite import build_network, weights_path
+from lookalike.models.preprocess import Preprocess
+from lookalike.paths import cache_dir
+from lookalike.vectors import l2_normalize
+from quality import prepare
+from rerank_quality import _half, run
+
+MODEL = "efficientnet-lite0"
+BASE = 224
+GEM_PS = (2, 3, 4, 6)
+STAGES = {"stage112": 112, "stage320": 320}  # the last block with this many channels
+BATCH = 32
+HARD_K = 5  # hard_copies.py's k
+
+
+def _gem(x: Any, p: float) -> Any:
+    """GeM as lookalike's global_pool computes it (clamped at 1e-6), any p."""
+    return x.clamp(min=1e-6).pow(p).mean((2, 3)).pow(1.0 / p)
+
+
+def _ms(*sizes: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    def combine(f: dict[str, np.ndarray]) -> np.ndarray:
+        return l2_normalize(sum(l2_normalize(f[f"final-gem3@{s}"]) for s in sizes))
+
+    return combine
+
+
+def _stage(stage: str, w: float) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    def combine(f: dict[str, np.ndarray]) -> np.ndarray:
+        parts = [l2_normalize(f[f"final-gem3@{BASE}"]), w * l2_normalize(f[f"{stage}-gem3@{BASE}"])]
+        return l2_normalize(np.concatenate(parts, axis=1))
+
+    return combine
+
+
+# variant -> (the input sizes it needs, its vectors from the pooled features)
+VARIANTS: dict[str, tuple[tuple[int, ...], Callable[[dict[str, np.ndarray]], np.ndarray]]] = {
+    "gem3": ((BASE,), lambda f: l2_normalize(f[f"final-gem3@{BASE}"])),
+    "avg": ((BASE,), lambda f: l2_normalize(f[f"final-avg@{BASE}"])),
+    **{
+        f"gem{p}": ((BASE,), lambda f, p=p: l2_normalize(f[f"final-gem{p}@{BASE}"]))
+        for p in GEM_PS
+        if p != 3
+    },
+    "ms224+288": ((BASE, 288), _ms(BASE, 288)),
+    "ms224+320": ((BASE, 320), _ms(BASE, 320)),
+    **{
+        f"{stage}x{w}": ((BASE,), _stage(stage, w))
+        for stage in ("stage320", "stage112")
+        for w in (0.5, 1.0)
+    },
+}
+
+
+class Extractor:
+    """lite0 in PyTorch with hooks on the last 112-ch and 320-ch blocks."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        self.network = build_network(MODEL, weights_path(MODEL)).eval()
+        self.captured: dict[str, Any] = {}
+        blocks = self.network._blocks
+        for stage, channels in STAGES.items():
+            index = max(i for i, b in enumerate(blocks) if b._project_conv.out_channels == channels)
+            blocks[index].register_forward_hook(self._hook(stage))
+        self.seconds: dict[int, float] = {}
+        self.images: dict[int, int] = {}
+
+    def _hook(self, stage: str) -> Callable[..., None]:
+        def hook(module: Any, inputs: Any, output: Any) -> None:
+            self.captured[stage] = output
+
+        return hook
+
+    def pooled(self, pixels: np.ndarray, size: int, everything: bool) -> dict[str, np.ndarray]:
+        """(n, s, s, 3) uint8 -> {"final-gem3@224": (n, 1280), ...}."""
+        mul, add = Preprocess.tf_efficientnet(size).affine
+        x = np.ascontiguousarray((pixels * mul + add).transpose(0, 3, 1, 2), dtype=np.float32)
+        started = time.perf_counter()
+        with self.torch.no_grad():
+            final = self.network.extract_features(self.torch.from_numpy(x))
+            out = {f"final-gem3@{size}": _gem(final, 3.0)}
+            if everything:
+                out[f"final-avg@{size}"] = final.mean((2, 3))
+                for p in GEM_PS:
+                    out[f"final-gem{p}@{size}"] = _gem(final, float(p))
+                for stage in STAGES:
+                    out[f"{stage}-gem3@{size}"] = _gem(self.captured[stage], 3.0)
+        self.seconds[size] = self.seconds.get(size, 0.0) + time.perf_counter() - started
+        self.images[size] = self.images.get(size, 0) + len(pixels)
+        return {k: v.numpy() for k, v in out.items()}
+
+    def features(self, paths: list[Path], sizes: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """Every pooled feature of every image, decoded once, batches of BATCH."""
+        recipes = {s: Preprocess.tf_efficientnet(s) for s in sizes}
+        chunks: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(paths), BATCH):
+            images = [load_image(p) for p in paths[start : start + BATCH]]
+            for size, recipe in recipes.items():
+                pixels = np.stack([recipe.pixels(im) for im in images])
+                for key, value in self.pooled(pixels, size, size == BASE).items():
+                    chunks.setdefault(key, []).append(value)
+        return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def hard_score(g: np.ndarray, g_labels: np.ndarray, q: np.ndarray, q_labels: np.ndarray) -> dict:
+    """hard_copies.py's mAP@5 (one original per query: its MRR@5) and recall@1."""
+    top = np.argsort(-(q @ g.T), axis=1, kind="stable")[:, :HARD_K]
+    labels = g_labels[top]
+    ap = average_precision_at_k(q_labels, labels, np.bincount(g_labels)[q_labels])
+    return {
+        "mrr_at_5": round(float(np.nanmean(ap)), 4),
+        "recall_at_1": round(float((labels[:, 0] == q_labels).mean()), 4),
+    }
+
+
+def load_sets(which: str, work: Path, fmnist_limit: int | None) -> dict[str, dict[str, Any]]:
+    """name -> gallery/queries (LabelledImages; queries None: leave-one-out) and scorer."""
+    test = which == "test"
+    sets: dict[str, dict[str, Any]] = {}
+    fm_dir, _ = prepare("fashion-mnist" if test else "fashion-mnist-val", work)
+    fm = read_dataset(fm_dir)
+    if fmnist_limit is not None:
+        keep = np.zeros(len(fm), dtype=bool)
+        for label in range(len(fm.class_names)):
+            keep[np.flatnonzero(fm.labels == label)[: fmnist_limit // len(fm.class_names)]] = True
+        fm = fm.subset(keep)
+    sets["fashion-mnist" + ("" if test else "-val")] = {"gallery": fm, "queries": None}
+    root = Path(tempfile.mkdtemp(prefix="lookalike-featvar-"))
+    hard_g, hard_q = hard_copies.build(which, root)
+    gallery = read_dataset(hard_g)
+    sets["hard-copies" + ("-test" if test else "-val")] = {
+        "gallery": gallery,
+        "queries": read_dataset(hard_q, gallery.class_names),
+        "score": hard_score,
+    }
+    nd_g, nd_q = prepare("near-duplicates", work)
+    gallery = read_dataset(nd_g)
+    queries = read_dataset(nd_q, gallery.class_names)
+    sets["near-duplicates" + ("-test" if test else "-val")] = {
+        "gallery": gallery,
+        "queries": queries.subset(_half(queries, odd=test)),
+    }
+    return sets
+
+
+def score(data: dict[str, Any], g: np.ndarray, q: np.ndarray | None) -> dict[str, Any]:
+    gallery: LabelledImages = data["gallery"]
+    queries: LabelledImages | None = data["queries"]
+    if "score" in data:
+        assert queries is not None and q is not None
+        return data["score"](g, gallery.labels, q, queries.labels)
+    labels = gallery.labels if queries is None else queries.labels
+    out = run(g, gallery.labels, q, labels, None)
+    out.pop("seconds_per_query")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--set", choices=("validation", "test"), default="validation")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
+    parser.add_argument("--fmnist-limit", type=int, default=None, help="first N/10 per class")
+    parser.add_argument("--no-reports", action="store_true", help="skip the reports' row")
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: its own)"
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    chosen = args.variants.split(",")
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    sizes = tuple(sorted({s for v in chosen for s in VARIANTS[v][0]}))
+    work = args.work or cache_dir() / "benchmark-data"
+    sets = load_sets(args.set, work, args.fmnist_limit)
+    extractor = Extractor()
+    checked = False
+    for name, data in sets.items():
+        parts = {"gallery": data["gallery"]}
+        if data["queries"] is not None:
+            parts["queries"] = data["queries"]
+        extractor.seconds.clear()
+        extractor.images.clear()
+        features = {part: extractor.features(images.paths, sizes) for part, images in parts.items()}
+        for size in sizes:
+            rate = extractor.images[size] / max(extractor.seconds[size], 1e-9)
+            print(json.dumps({"set": name, "size": size, "forward_images_per_s": round(rate, 1)}))
+        if not checked:  # the default vector is the package's own, on this set's images
+            paths = (parts.get("queries") or parts["gallery"]).paths[:64]
+            embedder = create_embedder(MODEL, ModelOptions())
+            recipe = Preprocess.tf_efficientnet(BASE)
+            package = embedder.embed_prepared([recipe.pixels(load_image(p)) for p in paths])
+            mine = l2_normalize(extractor.features(paths, (BASE,))[f"final-gem3@{BASE}"])
+            cosine = np.sum(package * mine, axis=1)
+            check = {"check": "gem3 vs the package's embedder", "set": name, "images": len(paths)}
+            check |= {
+                "min_cosine": round(float(cosine.min()), 6),
+                "ok": bool(cosine.min() >= 0.999),
+            }
+            print(json.dumps(check), flush=True)
+            checked = True
+        for variant in chosen:
+            combine = VARIANTS[variant][1]
+            g = combine(features["gallery"])
+            q = combine(features["queries"]) if "queries" in features else None
+            row = {"set": name, "variant": variant, "dim": int(g.shape[1])}
+            print(json.dumps({**row, **score(data, g, q)}), flush=True)
+        if not args.no_reports:
+            started = time.perf_counter()
+            g = l2_normalize(reports_pipeline.embed([str(p) for p in parts["gallery"].paths]))
+            q = None
+            if "queries" in parts:
+                q = l2_normalize(reports_pipeline.embed([str(p) for p in parts["queries"].paths]))
+            row = {"set": name, "variant": reports_pipeline.NAME, "dim": int(g.shape[1])}
+            row |= score(data, g, q) | {"seconds": round(time.perf_counter() - started, 1)}
+            print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
