@@ -19,6 +19,7 @@ Usage::
 
     python benchmarks/adaptation.py [--per-class 6000] [--kinds linear,mlp,pca]
         [--model efficientnet-lite0] [--combine-with raw-pixels] [--epochs 30] [--seed 0]
+        [--dim 256] [--members 3] [--hidden 1024] [--temperature 0.15] [--no-mirror]
 
 Prints one JSON object per line: the data, one ``fit`` line per adapter (with the held-out
 P@10 that fit reports), one ``test`` line per variant (``none`` = no adapter), and
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--dim", type=int, default=None)
     parser.add_argument("--members", type=int, default=None)
+    parser.add_argument("--hidden", type=int, default=None)
+    parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=None, help="where to write the PNGs")
@@ -142,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     emit({"step": "data", **write_fashion_mnist(test_dir, "test")})
     out_dir = data / "adapters"
     models = [args.model] + [m for m in args.combine_with.split(",") if m]
-    given = {k: getattr(args, k) for k in ("epochs", "dim", "members", "mirror")}
+    given = {
+        k: getattr(args, k) for k in ("epochs", "dim", "members", "mirror", "hidden", "temperature")
+    }
     base = dataclasses.replace(
         FitOptions(), seed=args.seed, **{k: v for k, v in given.items() if v is not None}
     )

@@ -89,6 +89,8 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, 
 
 
 def main() -> None:
+    """The `lookalike` console script. It ends the process when the command is done; to run
+    commands inside another program, call ``cli`` (a click group) instead."""
     import warnings
 
     warnings.formatwarning = _one_line_warning
