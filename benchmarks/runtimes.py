@@ -4,7 +4,9 @@ ONNX Runtime fp32 and int8 (lookalike's graphs), and, when the ``openvino`` pack
 installed, OpenVINO on the same files: fp32, bf16 and fp16 inference precision on the float
 graph, and the int8 graph (with fp32 and with bf16 for its float parts). For each: the
 vectors' agreement (runtime.agreement: mean / min cosine) with ONNX Runtime fp32 and with
-ONNX Runtime int8 on the 13 calibration photos and the 20 foolbox photos, the time to
+ONNX Runtime int8 on the 13 calibration photos and the 20 foolbox photos, and with the int8
+graph computed exactly (``exact_int8``: what a CPU with VNNI gives; without VNNI, ORT's int8
+kernels may saturate), the time to
 import the runtime and compile the graph, and images/s and CPU ms per image on prepared
 224x224 inputs (batches of 32, all cores), candidates alternating in ``--rounds`` rounds.
 
@@ -51,9 +53,31 @@ def real_pixels(embedder: Any) -> np.ndarray:
     return np.stack([embedder.prepare(im) for im in images])
 
 
+def plain_session(path: Path, threads: int, level: str = "ORT_ENABLE_ALL") -> Runner:
+    """An ORT session without lookalike's settings (make_session): on a CPU without VNNI,
+    the int8 graph then runs on ORT's saturating uint8 x int8 kernels."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0].name
+    return lambda x: session.run(None, {feed: x})[0]
+
+
+def exact_int8(path: Path) -> Runner:
+    """The int8 graph with ORT's graph optimisations off: every QuantizeLinear /
+    DequantizeLinear pair and convolution runs in float, so the integer products are summed
+    exactly (what VNNI's int32 dot products give), with no int16 saturation. The
+    reference the int8 kernels of this machine are checked against."""
+    return plain_session(path, 1, "ORT_DISABLE_ALL")
+
+
 def candidates(threads: int) -> dict[str, tuple[Runner, float]]:
     """name -> (run, seconds to import the runtime and load/compile the graph)."""
-    from lookalike.models import create_embedder
+    from lookalike.models import create_embedder, runtime
     from lookalike.models.onnx_backend import make_session
 
     fp32, int8 = create_embedder("efficientnet-lite0"), create_embedder("efficientnet-lite0-int8")
@@ -67,6 +91,9 @@ def candidates(threads: int) -> dict[str, tuple[Runner, float]]:
             lambda x, s=session, f=feed: s.run(None, {f: x})[0],
             time.perf_counter() - start,
         )
+    if not runtime.int8_dot_products():
+        out["onnxruntime-int8-ort-default"] = (plain_session(graphs["int8"], threads), 0.0)
+    out["onnxruntime-int8-exact"] = (exact_int8(graphs["int8"]), 0.0)
     if importlib.util.find_spec("openvino") is None:
         line({"note": "openvino not installed: pip install openvino for its lines"})
         return out
@@ -101,11 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     from lookalike.models.onnx_backend import available_cpus
 
     threads = args.threads or available_cpus()
-    line({"cpus": available_cpus(), "threads": threads, "int8_fast": runtime.int8_is_fast()})
+    line(
+        {
+            "cpus": available_cpus(),
+            "threads": threads,
+            "int8_fast": runtime.int8_is_fast(),
+            "int8_dot_products": runtime.int8_dot_products(),
+        }
+    )
     runners = candidates(threads)
     x = real_pixels(create_embedder("efficientnet-lite0"))
     ref32 = runners["onnxruntime-fp32"][0](x)
     ref8 = runners["onnxruntime-int8"][0](x)
+    exact8 = runners.pop("onnxruntime-int8-exact")[0](x)
     for name, (run, start_s) in runners.items():
         got = run(x)
         m32, lo32 = runtime.agreement(got, ref32)
@@ -120,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                 "vs_int8_mean": round(m8, 5),
                 "vs_int8_min": round(lo8, 5),
                 "agrees_with_int8": runtime.agrees(got, ref8),
+                "vs_exact_int8_mean": round(runtime.agreement(got, exact8)[0], 5),
+                "vs_exact_int8_min": round(runtime.agreement(got, exact8)[1], 5),
                 "start_s": round(start_s, 3),
             }
         )

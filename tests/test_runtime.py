@@ -24,6 +24,7 @@ from test_efficientnet_lite import imagenet_photos
 FLOAT, INT8 = dm.FLOAT_MODEL, dm.INT8_MODEL
 VNNI = frozenset({"fpu", "avx2", "avx512f", "avx512_vnni"})
 NO_VNNI = frozenset({"fpu", "avx2"})
+NO_AVX2 = frozenset({"fpu", "sse4_1", "avx"})
 
 
 def _real_pixels(embedder: TorchFeatureModel) -> np.ndarray:
@@ -176,17 +177,24 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path: Path) -> None:
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_vnni\n\nprocessor\t: 1\n")
     assert runtime.cpu_flags(info) == {"fpu", "avx2", "avx512_vnni"}
     assert runtime.int8_is_fast(runtime.cpu_flags(info))
-    assert not runtime.int8_is_fast(NO_VNNI)
+    assert runtime.int8_is_fast(NO_VNNI) and not runtime.int8_dot_products(NO_VNNI)
+    assert not runtime.int8_is_fast(NO_AVX2) and not runtime.int8_is_fast({"asimd", "asimddp"})
     assert runtime.int8_is_fast({"amx_int8"}) and runtime.int8_is_fast({"avx_vnni"})
     assert runtime.cpu_flags(tmp_path / "missing") == frozenset()
 
 
 def test_default_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whatever int8 builds this machine remembers (its own test below covers that).
+    monkeypatch.setattr(dm, "_int8_failed_here", lambda options: None)
     cpu, cuda = [runtime.CPU], [runtime.CUDA, runtime.CPU]
     choice = dm.choose_default(cpu_flags=VNNI, providers=cpu)
     assert (choice.model, choice.fallback, choice.note) == (INT8, FLOAT, None)
-    slow = dm.choose_default(cpu_flags=NO_VNNI, providers=cpu)
+    exact = dm.choose_default(cpu_flags=NO_VNNI, providers=cpu)
+    assert (exact.model, exact.fallback, exact.note) == (INT8, FLOAT, None)
+    assert "AVX2" in exact.reason and "dot products" in choice.reason
+    slow = dm.choose_default(cpu_flags=NO_AVX2, providers=cpu)
     assert slow.model == FLOAT and slow.note and "avx512_vnni" in slow.note
+    assert "avx2" in slow.note
     assert dm.choose_default(cpu_flags=VNNI, providers=cuda).model == FLOAT  # fp32 on GPU
     torch = ModelOptions(backend="torch")
     assert dm.choose_default(torch, cpu_flags=VNNI, providers=cpu).model == FLOAT

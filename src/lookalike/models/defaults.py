@@ -4,7 +4,9 @@
   vectors agree with the CPU's (onnx_backend.gpu_session_or_cpu).
 * A CPU with int8 dot-product instructions (runtime.INT8_CPU_FLAGS) and the calibration
   photos' packages installed: ``efficientnet-lite0-int8``, 2.4x less CPU per image for the
-  network than fp32 (BENCHMARKS.md), same retrieval quality on benchmarks/quality.py. Its
+  network than fp32 (BENCHMARKS.md), same retrieval quality on benchmarks/quality.py. The
+  same on an x86 CPU with AVX2 but no dot products (runtime.INT8_EXACT_FLAGS), where ORT
+  runs it on exact uint8 x uint8 kernels: 1.3x fp32 there, the same vectors. Its
   first build checks its vectors against the float network's; if that check (or the build)
   fails, fp32 is used and a one-line warning says why; the failure is remembered on this
   machine (build_memory), and later choices say fp32 at once.
@@ -62,7 +64,7 @@ def choose_default(
     if runtime.choose_providers(providers, device)[0] != runtime.CPU:
         return DefaultChoice(FLOAT_MODEL, "a GPU is here: fp32 on the GPU")
     if not runtime.int8_is_fast(cpu_flags):
-        flags = "/".join(runtime.INT8_CPU_FLAGS)
+        flags = "/".join(runtime.INT8_CPU_FLAGS + runtime.INT8_EXACT_FLAGS)
         return DefaultChoice(
             FLOAT_MODEL,
             f"fp32: this CPU lacks {flags}",
@@ -84,7 +86,11 @@ def choose_default(
             f"fp32: int8 failed to build or check here before ({RETRY_ENV}=1 retries)",
             note=f"{failed}; using {FLOAT_MODEL} (fp32)",
         )
-    return DefaultChoice(INT8_MODEL, "int8: this CPU has int8 dot products", FLOAT_MODEL)
+    if runtime.int8_dot_products(cpu_flags):
+        return DefaultChoice(INT8_MODEL, "int8: this CPU has int8 dot products", FLOAT_MODEL)
+    return DefaultChoice(
+        INT8_MODEL, "int8: this CPU sums int8 products exactly with AVX2", FLOAT_MODEL
+    )
 
 
 def _int8_failed_here(options: ModelOptions) -> str | None:

@@ -120,6 +120,7 @@ class Int8FeatureModel(TorchFeatureModel):
             "thresholds": f"{MIN_MEAN_COSINE},{MIN_COSINE}",
             "lookalike": __version__,
             "onnxruntime": ort_version,
+            "kernels": "x64quantprecision",  # before: failures of saturating kernels (no VNNI)
             "numpy": np.__version__,
             "machine": platform.machine(),
             "cpu_flags": hashlib.sha256(flags.encode()).hexdigest()[:16],

@@ -345,6 +345,14 @@ def make_session(
     opts.log_severity_level = 3  # errors only; ORT's warnings are noise for users
     # Idle pool threads spin-wait by default, burning the cores the decode workers need.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if ALLOW_SPINNING else "0")
+    if not runtime.int8_dot_products():
+        # Without VNNI, ORT's uint8 x int8 kernels add pairs of products in int16 and
+        # saturate: the int8 graph's vectors strayed to cosine 0.94 of its exact arithmetic
+        # (AVX2 machine, BENCHMARKS.md). This has ORT run those layers as uint8 x uint8
+        # (weights shifted by 128: the same products, summed exactly). Not where VNNI is:
+        # ORT would apply it there too, giving up the VNNI kernels for the same sums.
+        # Float graphs have no such layers.
+        opts.add_session_config_entry("session.x64quantprecision", "1")
     source = str(model) if isinstance(model, Path) else model
     providers = [provider] if provider == runtime.CPU else [provider, runtime.CPU]
     return ort.InferenceSession(source, opts, providers=providers)

@@ -15,11 +15,14 @@ Scheme (measured on EfficientNet-Lite0 with ORT 1.32, see BENCHMARKS.md):
   (scale 1/128, zero point 127), exactly. Quantised as ORT does it by default, the
   float Cast, Mul and broadcast Add over the input cost a third of the inference time.
 
-On x86 CPUs without VNNI, ORT's u8 x s8 kernels add pairs of products in int16 and may
-saturate. Its remedies cost accuracy here (7-bit weights: cosine to float 0.98 on the
-foolbox photos, 0.87 on the worst calibration photo; uint8 weights: 0.93 there), so the
-scheme is the same everywhere and ``Int8FeatureModel`` checks, on the machine that
-builds it, that the vectors stay close to the float ones.
+On x86 CPUs without VNNI, ORT's u8 x s8 kernels add pairs of products in int16 and
+saturate (measured on an AVX2 CPU: cosine 0.94 to the graph's exact arithmetic). The
+quantisers' remedies cost accuracy here (7-bit weights: cosine to float 0.98 on the
+foolbox photos, 0.87 on the worst calibration photo; uint8 weights: 0.93 there); ORT's
+session option ``session.x64quantprecision`` does not: it runs the same int8 weights on
+uint8 x uint8 kernels, shifted by 128, exactly. So the scheme is the same everywhere,
+``make_session`` sets that option where the CPU lacks VNNI, and ``Int8FeatureModel``
+checks, on the machine that builds it, that the vectors stay close to the float ones.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ inside); int8 vs fp32 0.985 / 0.94 (outside: its own model).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,12 @@ AGREEMENT_MEAN = 0.999
 AGREEMENT_MIN = 0.995
 
 # CPU features with which ONNX Runtime's uint8 x int8 kernels were measured fast and exact
-# enough (AVX-512 VNNI here; AVX-VNNI and AMX-INT8 are the same instructions' successors).
-# Without them ORT adds products in int16 and may saturate (see quantize.py).
+# (AVX-512 VNNI here; AVX-VNNI and AMX-INT8 are the same instructions' successors).
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# Without them ORT's uint8 x int8 kernels add products in int16 and saturate; with AVX2,
+# lookalike has ORT run them as uint8 x uint8 instead (make_session), exact, and int8 was
+# still measured 1.3x fp32 end to end (AVX2 AMD EPYC, BENCHMARKS.md).
+INT8_EXACT_FLAGS = ("avx2",)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -70,10 +74,21 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
-def int8_is_fast(flags: Iterable[str] | None = None) -> bool:
-    """Does this CPU have the int8 dot-product instructions int8 was measured with?"""
-    have = cpu_flags() if flags is None else frozenset(flags)
+def int8_dot_products(flags: Iterable[str] | None = None) -> bool:
+    """Does this CPU have int8 dot-product instructions (ORT's fastest int8 kernels)?"""
+    have = _this_cpu() if flags is None else frozenset(flags)
     return any(flag in have for flag in INT8_CPU_FLAGS)
+
+
+def int8_is_fast(flags: Iterable[str] | None = None) -> bool:
+    """Was int8 measured exact and faster than fp32 on CPUs like this one?"""
+    have = _this_cpu() if flags is None else frozenset(flags)
+    return int8_dot_products(have) or any(flag in have for flag in INT8_EXACT_FLAGS)
+
+
+@functools.cache
+def _this_cpu() -> frozenset[str]:
+    return cpu_flags()  # read once: every ONNX Runtime session asks (make_session)
 
 
 def device_setting(value: str | None) -> str:
