@@ -405,6 +405,30 @@ def test_a_reader_that_goes_away_is_no_error() -> None:
     assert stderr == "", stderr
 
 
+def test_the_console_script_says_lookalikes_notes_on_a_terminal() -> None:
+    import io
+    import logging
+
+    import lookalike.cli as cli_module
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    logger = logging.getLogger("lookalike")
+    handlers, level = list(logger.handlers), logger.level
+    terminal, pipe = Terminal(), io.StringIO()
+    try:
+        cli_module._say_notes(terminal)  # what main() does first
+        cli_module._say_notes(pipe)
+        logger.info("preparing %s for this machine, once", "a-model")
+    finally:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+    assert terminal.getvalue() == "lookalike: preparing a-model for this machine, once\n"
+    assert pipe.getvalue() == ""  # scripts' stderr: unchanged
+
+
 def test_exit_skips_teardown_but_runs_exit_handlers(tmp_path: Path) -> None:
     """main() ends without Python's teardown (it costs a user ~0.07 s per command), yet
     atexit handlers run, output is complete and the exit status is the command's."""

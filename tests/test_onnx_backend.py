@@ -137,6 +137,15 @@ def test_export_is_cached_and_reused(cache: Path) -> None:
     np.testing.assert_allclose(first.embed_images(images), again.embed_images(images), atol=1e-6)
 
 
+def test_a_first_export_says_so_once(cache: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The CLI shows lookalike's INFO lines: a first start is not seconds of silence."""
+    with caplog.at_level("INFO", logger="lookalike"):
+        tiny(CountingFactory())
+        tiny(CountingFactory())  # cached: nothing to say
+    notes = [r.getMessage() for r in caplog.records if r.name == "lookalike"]
+    assert len(notes) == 1 and "preparing" in notes[0] and "once" in notes[0], notes
+
+
 def test_cache_key_separates_pool_and_weights(cache: Path) -> None:
     keys = {
         tiny(CountingFactory()).onnx_path(),

@@ -88,12 +88,28 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, 
     return f"lookalike: warning: {message}\n"
 
 
+def _say_notes(stream: Any = None) -> None:
+    """lookalike's INFO lines (a model prepared on first use) on stderr, one line each,
+    when it is a terminal: a person waiting is told; scripts' stderr stays as it was."""
+    import logging
+
+    stream = sys.stderr if stream is None else stream
+    if not stream.isatty():
+        return
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("lookalike: %(message)s"))
+    logger = logging.getLogger("lookalike")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main() -> None:
     """The `lookalike` console script. It ends the process when the command is done; to run
     commands inside another program, call ``cli`` (a click group) instead."""
     import warnings
 
     warnings.formatwarning = _one_line_warning
+    _say_notes()
     # Text output names files whose names may not be valid UTF-8: write their real bytes
     # (as ls does) rather than fail with UnicodeEncodeError.
     reconfigure = getattr(sys.stdout, "reconfigure", None)

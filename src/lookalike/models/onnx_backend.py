@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -38,6 +39,8 @@ from lookalike.models.registry import ModelOptions
 from lookalike.models.torch_extra import require_torch, torch_available
 from lookalike.models.weights import atomic_path, cache_dir
 from lookalike.vectors import FloatArray, l2_normalize
+
+log = logging.getLogger("lookalike")
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -118,6 +121,8 @@ class TorchFeatureModel(Embedder):
         self.runtime = ""  # e.g. "onnxruntime-cpu", "onnxruntime-cuda", "torch"
         # build=False: a description only (its cache key, a remembered failure), cheap.
         self._run = self._build_runner() if build else _not_built(info.name)
+
+    build_steps = "exporting its ONNX graph"  # what a first start does, said to the user
 
     # --- Embedder -------------------------------------------------------------------
 
@@ -215,6 +220,8 @@ class TorchFeatureModel(Embedder):
                 # Unreadable by this onnxruntime (or damaged): export again over it.
                 warnings.warn(f"re-exporting {path.name}: {exc}", RuntimeWarning, stacklevel=5)
         if session is None:
+            # Seconds of silence otherwise (int8: 5-20 s), once per machine and cache.
+            log.info("preparing %s for this machine, once (%s)", self.info.name, self.build_steps)
             graph = self._export()
             session = make_session(graph, inference_threads(self.options))
             self._check_export(session)
