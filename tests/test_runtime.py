@@ -210,7 +210,9 @@ def test_default_without_the_calibration_packages(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(calibration, "calibration_available", lambda: False)
     choice = dm.choose_default(cpu_flags=VNNI, providers=[runtime.CPU])
     assert choice.model == FLOAT
-    assert choice.note and "lookalike[int8]" in choice.note
+    assert choice.note and "lookalike[int8]" in choice.note and "~1.3-2x" in choice.note
+    exact = dm.choose_default(cpu_flags=NO_VNNI, providers=[runtime.CPU])
+    assert exact.model == FLOAT and exact.note and "~1.1-1.3x" in exact.note
 
 
 @pytest.mark.slow
