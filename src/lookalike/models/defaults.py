@@ -6,7 +6,8 @@
   photos' packages installed: ``efficientnet-lite0-int8``, 2.4x less CPU per image for the
   network than fp32 (BENCHMARKS.md), same retrieval quality on benchmarks/quality.py. The
   same on an x86 CPU with AVX2 but no dot products (runtime.INT8_EXACT_FLAGS), where ORT
-  runs it on exact uint8 x uint8 kernels: 1.3x fp32 there, the same vectors. Its
+  runs it on exact uint8 x uint8 kernels: 1.1-1.3x fp32 end to end there, and the same
+  integer sums as VNNI's. Its
   first build checks its vectors against the float network's; if that check (or the build)
   fails, fp32 is used and a one-line warning says why; the failure is remembered on this
   machine (build_memory), and later choices say fp32 at once.
