@@ -84,6 +84,24 @@ def _stage(stage: str, w: float) -> Callable[[dict[str, np.ndarray]], np.ndarray
     return combine
 
 
+def _rmac_regions(side: int, levels: int = 3) -> list[tuple[int, int, int]]:
+    """R-MAC's square regions on a side x side map (Tolias et al., 2016): at level l,
+    side 2*side/(l+1) rounded, l x l positions evenly spread; (top, left, size)."""
+    regions = []
+    for level in range(1, levels + 1):
+        size = max(1, min(side, round(2 * side / (level + 1))))
+        starts = np.linspace(0, side - size, level).round().astype(int) if level > 1 else [0]
+        regions += [(int(t), int(left), size) for t in starts for left in starts]
+    return regions
+
+
+def _regional(name: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    def combine(f: dict[str, np.ndarray]) -> np.ndarray:
+        return l2_normalize(f[f"final-{name}@{BASE}"])
+
+    return combine
+
+
 # variant -> (the input sizes it needs, its vectors from the pooled features)
 VARIANTS: dict[str, tuple[tuple[int, ...], Callable[[dict[str, np.ndarray]], np.ndarray]]] = {
     "gem3": ((BASE,), lambda f: l2_normalize(f[f"final-gem3@{BASE}"])),
@@ -100,6 +118,8 @@ VARIANTS: dict[str, tuple[tuple[int, ...], Callable[[dict[str, np.ndarray]], np.
         for stage in ("stage320", "stage112")
         for w in (0.5, 1.0)
     },
+    # regional pooling of the final map: the sum of L2-normalised region vectors
+    **{v: ((BASE,), _regional(v)) for v in ("rmac", "rgem3", "rgem3+g", "avg+gem3")},
 }
 
 
@@ -139,9 +159,27 @@ class Extractor:
                     out[f"final-gem{p}@{size}"] = _gem(final, float(p))
                 for stage in STAGES:
                     out[f"{stage}-gem3@{size}"] = _gem(self.captured[stage], 3.0)
+                out |= {f"final-{k}@{size}": v for k, v in self._regional(final).items()}
         self.seconds[size] = self.seconds.get(size, 0.0) + time.perf_counter() - started
         self.images[size] = self.images.get(size, 0) + len(pixels)
         return {k: v.numpy() for k, v in out.items()}
+
+    def _regional(self, final: Any) -> dict[str, Any]:
+        torch = self.torch
+        norm = torch.nn.functional.normalize
+        side = final.shape[-1]
+        maxes, gems = [], []
+        for top, left, size in _rmac_regions(side):
+            region = final[:, :, top : top + size, left : left + size]
+            maxes.append(norm(region.amax((2, 3)), dim=1))
+            gems.append(norm(_gem(region, 3.0), dim=1))
+        whole_gem = norm(_gem(final, 3.0), dim=1)
+        return {
+            "rmac": sum(maxes),
+            "rgem3": sum(gems),
+            "rgem3+g": sum(gems) + len(gems) * whole_gem,
+            "avg+gem3": torch.cat([norm(final.mean((2, 3)), dim=1), whole_gem], dim=1),
+        }
 
     def features(self, paths: list[Path], sizes: tuple[int, ...]) -> dict[str, np.ndarray]:
         """Every pooled feature of every image, decoded once, batches of BATCH."""
