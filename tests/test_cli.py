@@ -459,7 +459,7 @@ def test_exit_skips_teardown_but_runs_exit_handlers(tmp_path: Path) -> None:
 
 def test_search_rerank(cli_json: CliJson, cli: Cli, indexed: dict[str, Path], db: Path) -> None:
     plain = cli_json("search", indexed["chelsea"], "--db", db, "-k", "3")
-    for method in ("qe", "kr:k1=3,k2=2"):
+    for method in ("qe", "kr:k1=3,k2=2", "verify:inliers=12"):
         out = cli_json("search", indexed["chelsea"], "--db", db, "-k", "3", "--rerank", method)
         hits = out[0]["results"]
         assert [h["rank"] for h in hits] == [1, 2, 3]

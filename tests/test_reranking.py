@@ -17,6 +17,7 @@ from lookalike.reranking import (
     k_reciprocal_distances,
     parse_rerank,
     rerank_search,
+    verified_first,
 )
 
 
@@ -139,12 +140,57 @@ def test_every_method_keeps_the_shortlist_and_cosine_scores(method: str) -> None
         assert hits.scores[row] == pytest.approx(db[hits.ids[row]] @ q[row], abs=1e-5)
 
 
+def test_verify_puts_the_checked_candidates_first_in_cosine_order() -> None:
+    # Cosine order a (30), b (-35), c (45); the check passes c and b: -> b, c, a.
+    neighbours, vectors_of = searcher(DB)
+    asked: list[tuple[int, list[int]]] = []
+
+    def verified(row: int, candidates: np.ndarray) -> np.ndarray:
+        asked.append((row, candidates.tolist()))
+        return np.isin(candidates, [1, 2])
+
+    hits = rerank_search(Q, 3, neighbours, vectors_of, Rerank("verify"), verified=verified)
+    assert hits.ids[0].tolist() == [1, 2, 0]
+    expected = [math.cos(math.radians(d)) for d in (-35, 45, 30)]
+    assert hits.scores[0].tolist() == pytest.approx(expected, abs=1e-6)
+    assert asked == [(0, [0, 1, 2])]  # the whole shortlist, once
+
+
+def test_verify_skips_missing_slots_and_excluded_ids() -> None:
+    ids = np.array([[4, -1, 7]], dtype=np.int64)
+    scores = np.array([[0.9, -np.inf, 0.5]], dtype=np.float32)
+    seen: list[list[int]] = []
+
+    def verified(row: int, candidates: np.ndarray) -> np.ndarray:
+        seen.append(candidates.tolist())
+        return candidates == 7
+
+    order_by = verified_first(ids, scores, verified)
+    assert seen == [[4, 7]]
+    assert order_by[0].tolist() == pytest.approx([0.9, -np.inf, 2.5])
+    neighbours, vectors_of = searcher(DB)
+    hits = rerank_search(
+        Q, 2, neighbours, vectors_of, Rerank("verify"), np.array([0]), lambda r, c: c == 2
+    )
+    assert hits.ids[0].tolist() == [2, 1]  # the query's own id (0) takes no part
+
+
+def test_verify_without_the_query_images_is_refused() -> None:
+    neighbours, vectors_of = searcher(DB)
+    with pytest.raises(RerankError, match="needs the query images"):
+        rerank_search(Q, 3, neighbours, vectors_of, Rerank("verify"))
+
+
 def test_parse_rerank() -> None:
     assert parse_rerank(None) is None
     assert parse_rerank("none") is None
     assert parse_rerank("qe") == Rerank("qe")
     assert parse_rerank("dba+qe:n=3,alpha=1.5") == Rerank("dba+qe", n=3, alpha=1.5)
     assert parse_rerank("kr:k1=10,lam=0.5") == Rerank("kr", k1=10, lam=0.5)
+    assert parse_rerank("verify:inliers=20,shortlist=50") == Rerank(
+        "verify", inliers=20, shortlist=50
+    )
+    assert Rerank("verify").width == 30
 
 
 @pytest.mark.parametrize(
@@ -155,6 +201,7 @@ def test_parse_rerank() -> None:
         ("qe:depth=3", "option 'depth=3' not understood"),
         ("qe:n=0", "n must be at least 1"),
         ("kr:lam=2", "lam must be within [0, 1]"),
+        ("verify:inliers=0", "inliers must be at least 1"),
     ],
 )
 def test_parse_rerank_refuses_bad_settings(text: str, message: str) -> None:

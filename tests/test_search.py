@@ -317,3 +317,50 @@ def test_rerank_search_by_id_leaves_the_query_out(random_collection: Collection)
         for image_id, result in zip(chosen, results, strict=True):
             assert len(result.results) == 8
             assert image_id not in [h.id for h in result.results]
+
+
+@pytest.mark.slow
+def test_verify_rerank_puts_the_original_of_a_crop_first(
+    real_model_collection: tuple[Path, dict[str, Path], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Heavy crops and a rotation of each photo, as files and as in-memory images: with
+    --rerank verify the original is the first hit every time, its score the plain cosine."""
+    pytest.importorskip("cv2")
+    from lookalike import verify
+    from lookalike.errors import RerankError
+    from lookalike.reranking import Rerank
+
+    db, originals, base = real_model_collection
+    folder = base / "verify-queries"
+    folder.mkdir(exist_ok=True)
+    files, truth = [], []
+    for name, path in originals.items():
+        image = Image.open(path).convert("RGB")
+        w, h = image.size
+        for edit, copy in {
+            "corner": image.crop((0, 0, w // 2, h // 2)),
+            "strip": image.crop((0, 0, w * 3 // 10, h)),
+            "rotate": image.rotate(45, expand=True, fillcolor=(255, 255, 255)),
+        }.items():
+            files.append(folder / f"{name}-{edit}.jpg")
+            copy.save(files[-1], quality=80)
+            truth.append(str(path))
+    setup = Rerank("verify")
+    with Collection.open(db) as col:
+        plain = col.search(files, k=5)
+        checked = col.search(files, k=5, rerank=setup)
+        in_memory = col.search([Image.open(f) for f in files[:3]], k=5, rerank=setup)
+        record = col.backend.by_path(str(originals["astronaut"]))
+        assert record is not None
+        by_id = col.search_by_id([record.id], k=5, rerank=setup)
+        monkeypatch.setattr(verify, "available", lambda: False)
+        with pytest.raises(RerankError, match=r"needs OpenCV: pip install 'lookalike\[verify\]'"):
+            col.search(files[:1], k=5, rerank=setup)
+    assert [r.results[0].path for r in checked] == truth
+    assert [r.results[0].path for r in in_memory] == truth[:3]
+    assert str(originals["astronaut"]) not in [h.path for h in by_id[0].results]
+    for p, c in zip(plain, checked, strict=True):
+        cosine = {h.id: h.score for h in p.results}
+        assert all(abs(h.score - cosine[h.id]) < 1e-6 for h in c.results if h.id in cosine)
+    # Not a test that cannot fail: plain search misses some of these originals at rank 1.
+    assert [r.results[0].path for r in plain] != truth

@@ -187,6 +187,12 @@ def test_rerank_parameter(client: TestClient, col: Collection) -> None:
     ]
     posted = upload(client, jpeg_bytes(cat_query()), k=3, rerank="kr:k1=3")
     assert posted.status_code == 200, posted.text
+    checked = upload(client, jpeg_bytes(cat_query()), k=3, rerank="verify")
+    assert checked.status_code == 200, checked.text
+    # The cat query is a copy of chelsea: the geometric check passes it, so it leads.
+    assert Path(checked.json()[0]["results"][0]["path"]).stem.startswith("chelsea")
+    by_id = client.get("/api/search", params={"id": cat, "k": 3, "rerank": "verify"})
+    assert by_id.status_code == 200 and cat not in [h["id"] for h in by_id.json()[0]["results"]]
     assert_error(
         client.get("/api/search", params={"id": cat, "rerank": "magic"}), 422, "re-ranking"
     )

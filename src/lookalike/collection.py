@@ -49,6 +49,7 @@ from lookalike.results import (
 )
 from lookalike.store import ImageRecord, Store
 from lookalike.vectors import FloatArray, IdArray, cosine_to_euclidean
+from lookalike.verified_search import QuerySource, make_verified
 
 Query = str | os.PathLike[str] | Image.Image
 # An approximate index tuned for search misses about 1 - recall of the pairs; duplicates
@@ -309,13 +310,16 @@ class Collection:
         vectors = np.zeros((len(queries), self.backend.dim), dtype=np.float32)
         exclude = np.full(len(queries), MISSING_ID, dtype=np.int64)
         to_embed: list[tuple[int, Image.Image]] = []
+        sources: list[QuerySource] = []  # what --rerank verify compares the hits with
         for i, query in enumerate(queries):
             if isinstance(query, Image.Image):
                 labels.append(f"<image {i}>")
                 to_embed.append((i, query.convert("RGB")))
+                sources.append(to_embed[-1][1])
                 continue
             path = absolute(query)  # the key the indexer stored it under
             labels.append(str(path))
+            sources.append(str(path))
             record = self.backend.by_path(str(path))
             if record is not None and _unchanged(path, record):
                 vectors[i] = self.backend.vectors_for([record.id])[0]
@@ -328,7 +332,7 @@ class Collection:
             chunk = to_embed[start : start + batch_size]
             vectors[[i for i, _ in chunk]] = self.embed_images([im for _, im in chunk])
         hits = self.search_vectors(
-            vectors, k, metric, exclude_ids=exclude, rerank=rerank, under=under
+            vectors, k, metric, exclude_ids=exclude, rerank=rerank, under=under, sources=sources
         )
         return [QueryResult(q, h) for q, h in zip(labels, hits, strict=True)]
 
@@ -346,7 +350,13 @@ class Collection:
         vectors = self.backend.vectors_for([r.id for r in records])
         exclude = np.array([r.id for r in records], dtype=np.int64)
         hits = self.search_vectors(
-            vectors, k, metric, exclude_ids=exclude, rerank=rerank, under=under
+            vectors,
+            k,
+            metric,
+            exclude_ids=exclude,
+            rerank=rerank,
+            under=under,
+            sources=[r.path for r in records],
         )
         return [QueryResult(r.path, h) for r, h in zip(records, hits, strict=True)]
 
@@ -383,7 +393,10 @@ class Collection:
         exclude_ids: IdArray | None = None,
         rerank: Rerank | None = None,
         under: str | os.PathLike[str] | None = None,
+        sources: Sequence[QuerySource] | None = None,
     ) -> list[list[Hit]]:
+        """``sources``: the query images (files or images), which ``--rerank verify``
+        needs; the other methods use the vectors only."""
         _check_search_args(k, metric)
         folder = _under(under) if under is not None else None
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -397,6 +410,11 @@ class Collection:
                 lambda ids: self.backend.vectors_for(np.asarray(ids).tolist()),
                 rerank,
                 exclude_ids,
+                verified=(
+                    make_verified(rerank, sources, self.backend.ids_and_paths)
+                    if rerank.method == "verify" and sources is not None
+                    else None
+                ),
             )
             return self._to_hits(raw, k, metric, None)  # the excluded are already out
         excluding = exclude_ids is not None and bool(np.any(exclude_ids != MISSING_ID))

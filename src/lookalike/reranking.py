@@ -15,8 +15,13 @@ score stays the cosine similarity between the query and that image.
 - ``kr``: k-reciprocal re-ranking (Zhong et al., CVPR 2017) over {query} + shortlist:
   Jaccard distance of the k-reciprocal neighbour encodings, blended with the original
   distance by ``lam``.
+- ``verify``: geometric verification (the SIFT + RANSAC check of `duplicates`,
+  lookalike.verify) of each candidate against the query image: candidates that pass come
+  first, each group in cosine order. For copies and crops of an image, which a global
+  vector ranks low; it needs the images themselves (verified_search.py) and costs local
+  features per candidate, so it is the slowest method by far.
 
-Pure functions over vectors; the only outside calls are the two callbacks.
+Pure functions over vectors; the only outside calls are the callbacks.
 """
 
 from __future__ import annotations
@@ -33,11 +38,14 @@ from lookalike.vectors import FloatArray, IdArray
 
 Neighbours = Callable[[FloatArray, int], SearchHits]  # (queries, k) -> top-k, exact scores
 VectorsOf = Callable[[IdArray], FloatArray]  # sorted unique ids -> their vectors, in order
+# (query row, its candidates' ids) -> which of them pass geometric verification (bool)
+Verified = Callable[[int, IdArray], np.ndarray]
 
-METHODS = ("none", "qe", "dba", "dba+qe", "kr")
+METHODS = ("none", "qe", "dba", "dba+qe", "kr", "verify")
 MAX_SHORTLIST = 1000  # kr builds a (shortlist+1)^2 matrix per query
 # kr needs room for k1 reciprocal neighbours; qe gains nothing from more than 20 (validation).
-DEFAULT_SHORTLIST = {"none": 10, "qe": 20, "dba": 20, "dba+qe": 20, "kr": 50}
+DEFAULT_SHORTLIST = {"none": 10, "qe": 20, "dba": 20, "dba+qe": 20, "kr": 50, "verify": 30}
+SETTINGS = ("shortlist", "n", "alpha", "k1", "k2", "lam", "inliers")
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class Rerank:
     k1: int = 20  # kr: reciprocal neighbourhood size
     k2: int = 6  # kr: neighbours averaged into each encoding
     lam: float = 0.6  # kr: weight of the original distance
+    inliers: int = 10  # verify: RANSAC inliers a candidate needs to pass
 
     @property
     def width(self) -> int:
@@ -64,7 +73,7 @@ class Rerank:
             )
         if self.shortlist < 0:
             raise RerankError(f"re-ranking shortlist must be at least 1, got {self.shortlist}")
-        for name in ("n", "k1", "k2"):
+        for name in ("n", "k1", "k2", "inliers"):
             if getattr(self, name) < 1:
                 raise RerankError(
                     f"re-ranking {name} must be at least 1, got {getattr(self, name)}"
@@ -85,10 +94,10 @@ def parse_rerank(text: str | None) -> Rerank | None:
     settings: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
-        if not eq or key not in ("shortlist", "n", "alpha", "k1", "k2", "lam"):
+        if not eq or key not in SETTINGS:
             raise RerankError(
                 f"re-ranking option {item!r} not understood; use NAME=VALUE with NAME one of "
-                "shortlist, n, alpha, k1, k2, lam"
+                + ", ".join(SETTINGS)
             )
         try:
             settings[key] = float(value) if key in ("alpha", "lam") else int(value)
@@ -105,18 +114,27 @@ def rerank_search(
     vectors_of: VectorsOf,
     setup: Rerank,
     exclude_ids: IdArray | None = None,
+    verified: Verified | None = None,
 ) -> SearchHits:
     """Top-k of each query after re-ranking its shortlist; scores stay cosine(query, hit).
 
     ``exclude_ids[i]``: an id left out of query i's shortlist (the query itself), so it
-    neither appears nor takes part in the expansion; -1 for none.
+    neither appears nor takes part in the expansion; -1 for none. ``verified``: the
+    geometric check that ``verify`` needs (verified_search.py builds it).
     """
+    if setup.method == "verify" and verified is None:
+        raise RerankError(
+            "verify re-ranking needs the query images themselves (search by image or by id)"
+        )
     q = np.ascontiguousarray(queries, dtype=np.float32)
     width = max(setup.width, k)
     raw = neighbours(q, width + (0 if exclude_ids is None else 1))
     ids, scores = _drop_excluded(raw, exclude_ids, width)
     if setup.method == "none":
         return _top(ids, scores, scores, k)
+    if setup.method == "verify":
+        assert verified is not None
+        return _top(ids, scores, verified_first(ids, scores, verified), k)
     vecs = _gather(ids, vectors_of, q.shape[1])
     order_by = np.full(ids.shape, -np.inf, dtype=np.float32)
     for i in range(len(q)):
@@ -141,6 +159,18 @@ def _rescore(q: np.ndarray, x: np.ndarray, s: np.ndarray, setup: Rerank) -> np.n
 
 
 # ===== the methods, on one query's candidates =============================================
+def verified_first(ids: IdArray, scores: FloatArray, verified: Verified) -> np.ndarray:
+    """Order values: a verified candidate gets +2 (a cosine is at most 1), so every one
+    comes before every other, and each group keeps its cosine order."""
+    order_by = scores.astype(np.float32, copy=True)
+    for row in range(len(ids)):
+        valid = ids[row] != MISSING_ID
+        if valid.any():
+            passed = np.asarray(verified(row, ids[row, valid]), dtype=bool)
+            order_by[row, np.flatnonzero(valid)[passed]] += 2.0
+    return order_by
+
+
 def expand_query(q: np.ndarray, x: np.ndarray, s: np.ndarray, n: int, alpha: float) -> np.ndarray:
     """alpha-QE: normalise(q + sum of the n most similar x_i weighted by max(s_i, 0)^alpha)."""
     top = np.argsort(-s, kind="stable")[:n]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from lookalike.errors import ImageReadError
 from lookalike.images import load_image
@@ -80,11 +81,12 @@ class Features:
 
 
 class Verifier:
-    """Checks pairs of images by id; ``path_of`` maps an id to its file."""
+    """Checks pairs of images by id; ``path_of`` maps an id to its file (or to the image
+    itself, for a query that is not a file)."""
 
     def __init__(
         self,
-        path_of: Callable[[int], str],
+        path_of: Callable[[int], str | Image.Image],
         settings: VerifySettings | None = None,
         cache_size: int = 512,
     ) -> None:
@@ -153,13 +155,16 @@ class Verifier:
         return found
 
     def _compute(self, image_id: int) -> Features | None:
-        path = self._path_of(image_id)
+        source = self._path_of(image_id)
         side = self.settings.side
-        try:
-            image = load_image(path, min_side=side)
-        except (ImageReadError, OSError):
-            self.unreadable.append(path)
-            return None
+        if isinstance(source, Image.Image):
+            image = source.copy()  # thumbnail() below works in place
+        else:
+            try:
+                image = load_image(source, min_side=side)
+            except (ImageReadError, OSError):
+                self.unreadable.append(source)
+                return None
         image.thumbnail((side, side))
         grey = np.asarray(image.convert("L"))
         keypoints, descriptors = self._sift.detectAndCompute(grey, None)

@@ -47,8 +47,10 @@ from lookalike.results import QueryResult
     show_default=True,
     metavar="METHOD[:SETTINGS]",
     help="Re-order each query's shortlist: none, qe (alpha-query expansion), dba "
-    "(database-side augmentation), dba+qe, kr (k-reciprocal); settings as in "
-    "qe:n=3,alpha=3 or kr:k1=20,k2=6,lam=0.3,shortlist=50. Scores stay the cosine similarity.",
+    "(database-side augmentation), dba+qe, kr (k-reciprocal), verify (images the query is a "
+    "copy or crop of first, checked by SIFT + RANSAC: slow, needs the verify extra); settings "
+    "as in qe:n=3,alpha=3, kr:k1=20,k2=6,lam=0.3,shortlist=50 or verify:inliers=10. Scores "
+    "stay the cosine similarity.",
 )
 @json_option
 def search_command(
@@ -77,6 +79,7 @@ def search_command(
       lookalike search a.jpg b.png --json --sheet neighbours.png
       lookalike search --all -k 3 --json
       lookalike search cat.jpg --rerank qe
+      lookalike search crop.jpg --rerank verify
       lookalike search cat.jpg --under ~/Pictures/2024
       lookalike search cat.jpg --db milvus-lite:///data/photos.db
     """

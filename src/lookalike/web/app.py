@@ -66,8 +66,9 @@ PAGE_CSP = (
 Metric = Literal["cosine", "euclidean"]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="number of results")]
 RERANK_HELP = (
-    "re-ranking of the shortlist: none, qe, dba, dba+qe or kr, optionally with settings "
-    "(qe:n=3,alpha=3); scores stay the cosine similarity to the query"
+    "re-ranking of the shortlist: none, qe, dba, dba+qe, kr or verify (copies and crops "
+    "first, by SIFT + RANSAC; slow), optionally with settings (qe:n=3,alpha=3); scores stay "
+    "the cosine similarity to the query"
 )
 MAX_UNDER = 4096
 UNDER_HELP = "only images at or below this folder (absolute, as indexed)"

@@ -64,7 +64,9 @@ class CollectionService:
         with self._model_lock:
             vectors = self.collection.embed_images([image])
         with self._store_lock:
-            hits = self.collection.search_vectors(vectors, k, metric, rerank=rerank, under=under)
+            hits = self.collection.search_vectors(
+                vectors, k, metric, rerank=rerank, under=under, sources=[image]
+            )
         return QueryResult(label, hits[0])
 
     def search_id(
