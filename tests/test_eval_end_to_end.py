@@ -286,3 +286,55 @@ def test_cli_errors_are_one_line(
     weights.write_bytes(b"0")
     run = cli("eval", labelled, "--model", f"raw-pixels,{histogram_model}", "--weights", weights)
     assert run.exit_code == 2 and "single --model" in run.output
+
+
+# ----- re-ranked neighbours ----------------------------------------------------------------
+def test_rerank_scores_the_reordered_neighbours(labelled: Path) -> None:
+    """qe (n=2, alpha=1, shortlist 6) recomputed by hand: expand each query with its 2 best
+    others, re-order its 6 nearest by the expanded query, keep 3; scores stay cosine."""
+    from lookalike.reranking import Rerank
+
+    setup = Rerank("qe", shortlist=6, n=2, alpha=1)
+    result = evaluate(labelled, "raw-pixels", k=3, rerank=setup)
+    paths = _all_images(labelled)
+    x = _embed(paths)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)  # leave-one-out
+    for i, path in enumerate(paths):
+        shortlist = np.argsort(-sims[i], kind="stable")[:6]
+        top = shortlist[:2]
+        expanded = x[i] + sims[i, top] @ x[top]
+        order = shortlist[np.argsort(-(x[shortlist] @ expanded), kind="stable")][:3]
+        row = result.query_paths.index(str(path))
+        got = [result.gallery_paths[j] for j in result.neighbours[row]]
+        assert got == [str(paths[j]) for j in order]
+        np.testing.assert_allclose(result.neighbour_scores[row], sims[i, order], atol=1e-5)
+    plain = evaluate(labelled, "raw-pixels", k=3)
+    assert result.to_json()["rerank"] == "qe:shortlist=6,n=2,alpha=1"
+    assert plain.to_json()["rerank"] == "none"
+
+
+def test_cli_rerank_verify_and_a_bad_setting(
+    labelled: Path, tmp_path: Path, cli: Callable[..., Result], cli_json: Callable[..., Any]
+) -> None:
+    pytest.importorskip("cv2")
+    queries = tmp_path / "queries"
+    for name, load in PHOTOS.items():  # a heavy corner crop of each photo
+        (queries / name).mkdir(parents=True)
+        photo = Image.fromarray(load())
+        photo.crop((0, 0, photo.width * 2 // 5, photo.height * 2 // 5)).save(
+            queries / name / "c.png"
+        )
+    gallery = tmp_path / "gallery"
+    for name, load in PHOTOS.items():
+        (gallery / name).mkdir(parents=True)
+        Image.fromarray(load()).save(gallery / name / f"{name}.png")
+    for name in ("camera", "horse", "rocket", "coins", "page"):  # distractors
+        (gallery / name).mkdir()
+        Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(gallery / name / "d.png")
+    args = ("eval", gallery, "--queries", queries, "--model", "raw-pixels", "-k", "3")
+    plain, checked = cli_json(*args), cli_json(*args, "--rerank", "verify")
+    assert checked["rerank"] == "verify" and checked["map_at_k"] == 1.0  # every original first
+    assert plain["map_at_k"] < 1.0  # raw pixels alone do not find every crop's original
+    run = cli("eval", labelled, "--model", "raw-pixels", "--rerank", "qe:depth=2")
+    assert run.exit_code == 1 and "not understood" in run.output and "Traceback" not in run.output

@@ -66,6 +66,17 @@ class Rerank:
         """Candidates re-ordered per query, before k raises it."""
         return self.shortlist or DEFAULT_SHORTLIST[self.method]
 
+    def describe(self) -> str:
+        """As parse_rerank reads it: the method, then the settings that differ from the
+        defaults ("qe", "verify:inliers=20")."""
+        defaults = Rerank(self.method)
+        changed = [
+            f"{name}={getattr(self, name)}"
+            for name in SETTINGS
+            if getattr(self, name) != getattr(defaults, name)
+        ]
+        return self.method + (":" + ",".join(changed) if changed else "")
+
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise RerankError(

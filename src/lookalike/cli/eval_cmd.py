@@ -66,6 +66,14 @@ def _model_names(spec: str | None) -> list[str]:
 )
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option(
+    "--rerank",
+    default="none",
+    show_default=True,
+    metavar="METHOD[:SETTINGS]",
+    help="Score the neighbours as `lookalike search --rerank` gives them (qe, dba, dba+qe, "
+    "kr, verify; settings as there).",
+)
+@click.option(
     "--db",
     type=DbParam(),
     default=None,
@@ -86,6 +94,7 @@ def eval_command(
     queries_dir: Path | None,
     report_dir: Path | None,
     batch_size: int,
+    rerank: str,
     db: Path | str | None,
     as_json: bool,
 ) -> None:
@@ -103,8 +112,12 @@ def eval_command(
       lookalike eval imagenette/val -k 10
       lookalike eval gallery/ --queries copies/ --model raw-pixels,efficientnet-lite0
       lookalike eval fashion-mnist/ --json --report out/
+      lookalike eval originals/ --queries crops/ --rerank verify
     """
     from lookalike.evaluation.runner import evaluate
+    from lookalike.reranking import parse_rerank
+
+    setup = parse_rerank(rerank)  # a bad setting fails before any embedding
 
     names = _model_names(model)
     if weights is not None and len(names) > 1:
@@ -130,6 +143,7 @@ def eval_command(
                     batch_size=batch_size,
                     progress=progress,
                     db=db,
+                    rerank=setup,
                 )
             )
     if report_dir is not None:
@@ -164,7 +178,8 @@ def _print_tables(results: list[EvalResult]) -> None:
         title = f"{first.dataset}: leave-one-out, {len(first.query_paths)} images"
     else:
         title = f"{first.queries_dir} ({len(first.query_paths)}) against {first.dataset}"
-    summary = Table(title=f"{title}, k={k}, {first.metric}")
+    reranked = "" if first.rerank == "none" else f", re-ranked by {first.rerank}"
+    summary = Table(title=f"{title}, k={k}, {first.metric}{reranked}")
     summary.add_column("model", no_wrap=True)
     for column in ("queries", f"P@{k}", f"mAP@{k}", f"R@{k}", "k-NN acc", "embedded"):
         summary.add_column(column, justify="right")

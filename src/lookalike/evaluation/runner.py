@@ -38,6 +38,7 @@ from lookalike.vectors import FloatArray, cosine_to_euclidean
 
 if TYPE_CHECKING:
     from lookalike.indexer import IndexReport
+    from lookalike.reranking import Rerank
 
 ProgressFn = Callable[[int, int], None]
 QUERY_BLOCK = 1024  # queries per search block: bounds the (block, n) score matrix
@@ -75,6 +76,7 @@ class EvalResult:
     embedded: int = 0
     embed_seconds: float = 0.0
     search_seconds: float = 0.0
+    rerank: str = "none"  # the re-ranking the neighbours were found with
 
     @property
     def class_names(self) -> list[str]:
@@ -111,6 +113,7 @@ class EvalResult:
             "embedded": self.embedded,
             "embed_seconds": round(self.embed_seconds, 3),
             "search_seconds": round(self.search_seconds, 3),
+            "rerank": self.rerank,
         }
 
 
@@ -252,6 +255,33 @@ def nearest(
     return out_ids, out_scores
 
 
+def reranked_nearest(
+    gallery: Embedded, queries: Embedded, k: int, exclude_self: bool, setup: Rerank
+) -> tuple[np.ndarray, np.ndarray]:
+    """As ``nearest``, each query's shortlist re-ordered by ``setup`` as ``lookalike
+    search --rerank`` does it (the images' files for ``verify``)."""
+    from lookalike.index.exact import topk_blockwise
+    from lookalike.reranking import rerank_search
+    from lookalike.verified_search import make_verified
+
+    ids = np.arange(len(gallery.vectors), dtype=np.int64)
+    paths = [str(p) for p in gallery.images.paths]
+    verified = None
+    if setup.method == "verify":
+        sources = [str(p) for p in queries.images.paths]
+        verified = make_verified(setup, sources, lambda wanted: {i: paths[i] for i in wanted})
+    hits = rerank_search(
+        queries.vectors,
+        k,
+        lambda q, n: topk_blockwise(gallery.vectors, ids, q, n),
+        lambda wanted: gallery.vectors[wanted],
+        setup,
+        ids.copy() if exclude_self else None,  # query i is gallery row i
+        verified,
+    )
+    return hits.ids, hits.scores
+
+
 def evaluate(
     dataset_dir: str | Path,
     model: str,
@@ -264,8 +294,10 @@ def evaluate(
     batch_size: int = 32,
     progress: ProgressFn | None = None,
     db: str | Path | None = None,
+    rerank: Rerank | None = None,
 ) -> EvalResult:
-    """Score ``model`` on a ``class/image`` folder (see the module docstring for modes)."""
+    """Score ``model`` on a ``class/image`` folder (see the module docstring for modes).
+    ``rerank``: neighbours re-ranked as ``lookalike search --rerank`` would give them."""
     from lookalike.results import METRICS
 
     if metric not in METRICS:
@@ -296,9 +328,12 @@ def evaluate(
         raise DatasetError(f"{queries.images.root}: no readable query images")
 
     started = time.perf_counter()
-    neighbours, neighbour_scores = nearest(
-        gallery.vectors, queries.vectors, k, exclude_self=leave_one_out
-    )
+    if rerank is None:
+        neighbours, neighbour_scores = nearest(
+            gallery.vectors, queries.vectors, k, exclude_self=leave_one_out
+        )
+    else:
+        neighbours, neighbour_scores = reranked_nearest(gallery, queries, k, leave_one_out, rerank)
     sizes = np.bincount(gallery.images.labels, minlength=len(class_names))
     n_relevant = sizes[queries.images.labels] - (1 if leave_one_out else 0)
     gallery_labels = gallery.images.labels
@@ -330,4 +365,5 @@ def evaluate(
         embedded=gallery.embedded + (0 if leave_one_out else queries.embedded),
         embed_seconds=gallery.seconds + (0.0 if leave_one_out else queries.seconds),
         search_seconds=search_seconds,
+        rerank="none" if rerank is None else rerank.describe(),
     )
