@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,3 +208,29 @@ def test_parse_rerank() -> None:
 def test_parse_rerank_refuses_bad_settings(text: str, message: str) -> None:
     with pytest.raises(RerankError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_rerank(text)
+
+
+def test_verified_search_checks_files_and_passes_over_the_missing(tmp_path: Path) -> None:
+    """The image side of verify: a crop maps onto its photo; a file gone since indexing
+    (or an id without a path) is simply not verified, and the search goes on."""
+    pytest.importorskip("cv2")
+    import skimage.data
+    from PIL import Image
+
+    from lookalike.verified_search import make_verified
+
+    photo = Image.fromarray(skimage.data.astronaut())
+    photo.save(tmp_path / "astronaut.jpg")
+    Image.fromarray(skimage.data.coffee()).save(tmp_path / "coffee.jpg")
+    stored = {0: tmp_path / "astronaut.jpg", 1: tmp_path / "gone.jpg", 3: tmp_path / "coffee.jpg"}
+    asked: list[list[int]] = []
+
+    def paths_of(ids: list[int]) -> dict[int, str]:
+        asked.append(ids)
+        return {i: str(stored[i]) for i in ids if i in stored}
+
+    crop = photo.crop((0, 0, 200, 260))  # in memory, as a web upload is
+    check = make_verified(Rerank("verify"), [crop], paths_of)
+    assert check(0, np.array([0, 1, 2, 3])).tolist() == [True, False, False, False]
+    assert check(0, np.array([3, 0])).tolist() == [False, True]
+    assert asked == [[0, 1, 2, 3]]  # paths once known are not asked for again
