@@ -80,7 +80,13 @@ def server(
     )
     try:
         _wait_until_up(port, proc, root / "server.log")
-        yield {"url": f"http://127.0.0.1:{port}", "port": port, "query": query, "count": count}
+        yield {
+            "url": f"http://127.0.0.1:{port}",
+            "port": port,
+            "query": query,
+            "count": count,
+            "photos": root / "photos",
+        }
     finally:
         proc.terminate()
         try:
@@ -222,6 +228,30 @@ def test_upload_a_photo_then_more_like_this(page: Any, server: dict[str, Any]) -
     new_scores = scores_of(page)
     assert new_scores == sorted(new_scores, reverse=True)
     all_images_loaded(page, ".result-card img, #query-image")
+
+
+def test_copies_and_crops_first(page: Any, server: dict[str, Any], tmp_path: Path) -> None:
+    """A corner crop of a photo: raw pixels alone rank other photos first; with the box
+    ticked the server verifies the shortlist and the photo it was cut from leads."""
+    pytest.importorskip("cv2")
+    from playwright.sync_api import expect
+
+    crop = tmp_path / "corner.jpg"
+    photo = Image.open(server["photos"] / "astronaut.jpg")
+    photo.crop((0, 0, photo.width * 2 // 5, photo.height * 2 // 5)).save(crop)
+    page.goto("/")
+    page.set_input_files("#file-input", str(crop))
+    cards = page.locator(".result-card")
+    expect(cards).not_to_have_count(0)
+    plain = page.locator(".result-card .name").first.inner_text()
+    page.check("#copies-first")
+    page.set_input_files("#file-input", str(crop))
+    expect(page.locator(".result-card .name").first).to_have_text("astronaut.jpg")
+    assert plain != "astronaut.jpg"  # the box is what changed the answer
+    # "More like this" of the best hit goes through the same check (rerank=verify by id).
+    cards.first.locator("a.thumb").click()
+    expect(page.locator("#query-title")).to_have_text("More like astronaut.jpg")
+    expect(cards).not_to_have_count(0)
 
 
 def test_bad_upload_shows_the_error(page: Any, problems: list[str], tmp_path: Path) -> None:

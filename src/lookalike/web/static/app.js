@@ -45,6 +45,11 @@ function setStatus(selector, message, isError = false) {
   node.classList.toggle("error", isError);
 }
 
+// "Copies and crops first": the server's geometric re-ranking (rerank=verify).
+function rerankParam() {
+  return $("#copies-first").checked ? "verify" : "none";
+}
+
 function wantedK() {
   const k = parseInt($("#k").value, 10);
   return Number.isFinite(k) ? Math.min(100, Math.max(1, k)) : 12;
@@ -87,7 +92,9 @@ function showResults(result, token) {
   const cards = result.results.map((hit) => card(hit, hit));
   $("#results").replaceChildren(...cards);
   const n = cards.length;
-  setStatus("#search-status", n ? `${n} look-alike${n === 1 ? "" : "s"}, most similar first`
+  // With the box ticked, verified copies lead whatever their score (the score stays cosine).
+  const order = $("#copies-first").checked ? "copies and crops first" : "most similar first";
+  setStatus("#search-status", n ? `${n} look-alike${n === 1 ? "" : "s"}, ${order}`
     : "No results: the collection has no other images.");
 }
 
@@ -110,6 +117,7 @@ async function searchFile(file) {
   const form = new FormData();
   form.append("file", file, file.name || "pasted-image");
   form.append("k", String(wantedK()));
+  form.append("rerank", rerankParam());
   try {
     const data = await api("/api/search", { method: "POST", body: form });
     showResults(data[0], token);
@@ -124,7 +132,7 @@ async function moreLikeThis(id) {
   setStatus("#search-status", "Searching…");
   $("#results").replaceChildren();
   try {
-    const data = await api(`/api/search?id=${id}&k=${wantedK()}`);
+    const data = await api(`/api/search?id=${id}&k=${wantedK()}&rerank=${rerankParam()}`);
     if (token !== searchToken) return;
     $("#query-title").textContent = `More like ${baseName(data[0].query)}`;
     $("#query-path").textContent = data[0].query;
