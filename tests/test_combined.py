@@ -177,3 +177,15 @@ def test_best_preset_is_the_three_lites_combined(tmp_path: Path) -> None:
     # The preset name reopens the collection it made.
     with Collection.open(tmp_path / "db", model="best") as col:
         assert col.count() == 3
+    # So does no name at all, and a new image (embedded now) can be searched: the parts'
+    # recorded pooling and recipe are asked for again, not the single-model "avg" fallback.
+    new = images(1, seed=9)[0].convert("RGB")
+    with Collection.open(tmp_path / "db") as col:
+        hits = col.search([new], k=3)[0].results
+        ids = [h.id for h in hits]
+        gallery = col.store.vectors_for(ids)
+    query = combine(
+        [create_embedder(p).embed_images([new]) for p in PRESETS["best"].split("+")], [1 / 3] * 3
+    )
+    assert len(hits) == 3
+    np.testing.assert_allclose([h.score for h in hits], gallery @ query[0], atol=1e-4)

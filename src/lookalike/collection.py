@@ -601,13 +601,37 @@ def _stored_options(manifest: dict[str, Any]) -> ModelOptions:
     search; the manifest says which it was (no "pool" recorded: avg, the only one then).
     """
     preprocessing = manifest["model"].get("preprocessing", {})
+    weights = manifest.get("weights_file")
+    weights_file = Path(weights) if isinstance(weights, str) else None
+    parts = preprocessing.get("parts")
+    if isinstance(parts, list) and parts:
+        return _combined_options(parts, weights_file)
     pool = preprocessing.get("pool")
     recipe = preprocessing.get("recipe")
-    weights = manifest.get("weights_file")
     return ModelOptions(
         pool=pool if isinstance(pool, str) else "avg",
-        weights=Path(weights) if isinstance(weights, str) else None,
+        weights=weights_file,
         # Only recipes this version reproduces; any other is refused by the identity check.
+        recipe=recipe if recipe in KNOWN_RECIPES else None,
+    )
+
+
+def _combined_options(parts: list[Any], weights_file: Path | None) -> ModelOptions:
+    """A combined model's options: its parts share one ModelOptions, so a pool or recipe
+    that every part records is the one to ask for; where they differ, each part's own
+    default made them (a timm part's avg beside a Lite part's gem), so ask for none."""
+
+    def recorded(part: Any, key: str) -> Any:
+        pre = part.get("preprocessing", {}) if isinstance(part, dict) else {}
+        return pre.get(key, "avg" if key == "pool" else None)
+
+    pools = {recorded(p, "pool") for p in parts}
+    recipes = {recorded(p, "recipe") for p in parts}
+    pool = pools.pop() if len(pools) == 1 else None
+    recipe = recipes.pop() if len(recipes) == 1 else None
+    return ModelOptions(
+        pool=pool if isinstance(pool, str) else None,
+        weights=weights_file,
         recipe=recipe if recipe in KNOWN_RECIPES else None,
     )
 
