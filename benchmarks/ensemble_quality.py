@@ -7,7 +7,8 @@ metrics, exact search; optionally with query expansion on top):
 - ``lite0+lite1`` ...: the concatenation of each network's unit vector, scaled so the
   combined cosine is the mean of the parts' (what models/combined.py computes);
 - ``lite0-flip``: mean of the vectors of the image and its mirror image;
-- ``lite0-gem``: generalised-mean pooling (the graph's p = 3) instead of average pooling;
+- ``lite0-gem``: generalised-mean pooling (the graph's p = 3) instead of average pooling
+  (``gem2stage``: the gem-2stage pooling);
   tags combine: ``lite0-int8-gem-r4`` (int8 model, GeM, preprocessing recipe 4); with any
   tag, a pooling or recipe left out is the old default's (avg, recipe 3), so ``lite0-gem``
   means what it did; a bare ``lite0`` is this version's default (GeM, recipe 4);
@@ -40,6 +41,7 @@ from lookalike.evaluation.dataset import LabelledImages, read_dataset
 from lookalike.evaluation.runner import embed_labelled
 from lookalike.images import load_image
 from lookalike.models import ModelOptions, create_embedder
+from lookalike.models.pooling import STAGE_WEIGHT
 from lookalike.paths import cache_dir
 from lookalike.vectors import l2_normalize
 from quality import prepare
@@ -63,10 +65,10 @@ class Vectors:
         if name in MODELS:
             return embed_labelled(self.images, MODELS[name]).vectors
         base, *tags = name.split("-")
-        if base in MODELS and tags and set(tags) <= {"gem", "avg", "int8", "r3", "r4"}:
+        if base in MODELS and tags and set(tags) <= {"gem", "gem2stage", "avg", "int8", "r3", "r4"}:
             # e.g. lite0-int8-gem-r4: the int8 model, GeM pooling, preprocessing recipe 4
             model = MODELS[base] + ("-int8" if "int8" in tags else "")
-            pool = "gem" if "gem" in tags else "avg"
+            pool = "gem-2stage" if "gem2stage" in tags else "gem" if "gem" in tags else "avg"
             recipe = 4 if "r4" in tags else 3
             options = ModelOptions(pool=pool, recipe=recipe)
             return embed_labelled(self.images, model, options).vectors
@@ -119,6 +121,13 @@ def apply(variant: str, sets: dict[str, Vectors]) -> dict[str, np.ndarray]:
         power = 0.5 * float(bits[2]) if len(bits) > 2 else 0.5
         mean, projection = pca_whitening(out["gallery"], int(bits[1]), power)
         out = {r: l2_normalize((v - mean) @ projection) for r, v in out.items()}
+    elif post.startswith("stagew-"):
+        # a gem-2stage vector (head first, the stage part at weight STAGE_WEIGHT) reweighted
+        head = 1280
+        scale = float(post.split("-")[1]) / STAGE_WEIGHT
+        out = {
+            r: l2_normalize(np.hstack([v[:, :head], scale * v[:, head:]])) for r, v in out.items()
+        }
     elif post:
         raise SystemExit(f"unknown post-processing {post!r}")
     return out

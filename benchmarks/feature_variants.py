@@ -116,7 +116,7 @@ VARIANTS: dict[str, tuple[tuple[int, ...], Callable[[dict[str, np.ndarray]], np.
     **{
         f"{stage}x{w}": ((BASE,), _stage(stage, w))
         for stage in ("stage320", "stage112")
-        for w in (0.5, 1.0)
+        for w in (0.5, 0.75, 1.0, 1.5, 2.0)
     },
     # regional pooling of the final map: the sum of L2-normalised region vectors
     **{v: ((BASE,), _regional(v)) for v in ("rmac", "rgem3", "rgem3+g", "avg+gem3")},

@@ -8,6 +8,7 @@ defaults of this version (GeM, recipe 4 for the EfficientNet-Lite models).
 from __future__ import annotations
 
 from lookalike.models import ModelOptions
+from lookalike.models.pooling import POOLS
 
 
 def model_spec(spec: str) -> tuple[str, ModelOptions]:
@@ -15,10 +16,12 @@ def model_spec(spec: str) -> tuple[str, ModelOptions]:
     name, _, tags = spec.partition("@")
     pool, recipe = None, None
     for tag in filter(None, tags.split("/")):
-        if tag in ("avg", "gem"):
+        if tag in POOLS:
             pool = tag
         elif tag[:1] == "r" and tag[1:].isdigit():
             recipe = int(tag[1:])
         else:
-            raise SystemExit(f"{spec}: unknown model option {tag!r} (avg, gem, r<recipe>)")
+            raise SystemExit(
+                f"{spec}: unknown model option {tag!r} ({', '.join(POOLS)}, r<recipe>)"
+            )
     return name, ModelOptions(pool=pool, recipe=recipe)

@@ -19,6 +19,7 @@ from lookalike.errors import ModelError, WeightsNotFoundError
 from lookalike.images import load_image
 from lookalike.models import ModelOptions, create_embedder, get_entry, list_models
 from lookalike.models import efficientnet_lite as el
+from lookalike.models.lite_graph import blocks
 from lookalike.models.onnx_backend import TorchFeatureModel
 from lookalike.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, RECIPE, Preprocess
 
@@ -52,6 +53,7 @@ def test_registered_with_native_size(name: str) -> None:
     entry = get_entry(name)
     assert entry.input_size == EfficientNet.get_image_size(name)
     assert entry.dim == 1280
+    assert el.VARIANTS[name].stage_channels == blocks(name)[-1].out  # gem-2stage's extra
     assert entry.weights_available()
     assert name in [e.name for e in list_models()]
 
@@ -278,6 +280,34 @@ def test_a_new_collection_gets_gem_and_recipe_4(tmp_path: Path, photos: dict[str
         model_options=ModelOptions(pool="avg"),
     ) as col:
         assert col.embedder.info.preprocessing["pool"] == "avg"
+
+
+def test_a_two_stage_collection_keeps_its_pooling(tmp_path: Path, photos: dict[str, Path]) -> None:
+    """--pool gem-2stage: 1600-d vectors (lite0's 1280 + its last block's 320); the
+    collection reopens with it, finds an altered copy, and refuses the default's GeM."""
+    from lookalike.collection import Collection
+    from lookalike.errors import ModelMismatchError
+
+    db = tmp_path / "db"
+    two = ModelOptions(pool="gem-2stage", backend="onnx")
+    with Collection.open(db, model="efficientnet-lite0", create=True, model_options=two) as col:
+        col.index([photos["astronaut"], photos["chelsea"]])
+    with Collection.open(db) as col:
+        col.index([photos["coffee"]])
+        assert col.embedder.info.preprocessing["pool"] == "gem-2stage"
+        assert col.store.dim == col.embedder.info.dim == 1600
+        hits = col.search([load_image(photos["coffee"]).rotate(5)], k=3)[0].results
+        assert Path(hits[0].path).name == "coffee.jpg"
+    with (
+        Collection.open(db, model_options=ModelOptions(pool="gem")) as col,
+        pytest.raises(ModelMismatchError, match="preprocessing"),
+    ):
+        col.index([photos["rocket"]])
+
+
+def test_timm_models_refuse_the_two_stage_pool() -> None:
+    with pytest.raises(ModelError, match="gem-2stage is for the EfficientNet-Lite models"):
+        create_embedder("vgg16", ModelOptions(pool="gem-2stage"))
 
 
 # --- the pretrained networks on real photos --------------------------------------------------

@@ -114,6 +114,8 @@ def _torch_export(name: str, pool: str) -> TorchFeatureModel:
 
     def factory() -> torch.nn.Module:
         network = el.build_network(name, weights)
+        if pool == "gem-2stage":
+            return el.two_stage_module(network)
         return onnx_backend.pooled_features(network, pool, "extract_features")
 
     return TorchFeatureModel(
@@ -128,7 +130,10 @@ def photos() -> list[object]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("name", "pool"), [(n, "avg") for n in LITE] + [("efficientnet-lite0", "gem")]
+    ("name", "pool"),
+    [(n, "avg") for n in LITE]
+    + [("efficientnet-lite0", "gem"), ("efficientnet-lite0", "gem-2stage")]
+    + [("efficientnet-lite2", "gem-2stage")],  # its last block is 352-ch wide
 )
 def test_same_vectors_as_the_torch_export(name: str, pool: str, photos: list[object]) -> None:
     reference = _torch_export(name, pool)
@@ -145,6 +150,7 @@ def test_same_vectors_as_the_torch_export(name: str, pool: str, photos: list[obj
     want = reference.embed_images(photos)
     got = built.embed_images(photos)
     cosine = (want * got).sum(axis=1)
+    assert got.shape[1] == el.feature_dim(name, pool) == ours.info.dim
     assert cosine.min() >= 0.99999, cosine
     # The same identity as before: existing collections and cached graphs stay valid.
     assert built.info.identity() == dataclasses.replace(ours.info, weights_id="none").identity()

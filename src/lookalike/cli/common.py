@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from lookalike.models.pooling import POOLS
 from lookalike.paths import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,11 +80,12 @@ def _model_options(f: F, model_help: str) -> F:
     )(f)
     f = click.option(
         "--pool",
-        type=click.Choice(["avg", "gem"]),
+        type=click.Choice(POOLS),
         default=None,
         help=(
             "Global pooling of the last feature map (default: the collection's; for a new "
-            "one gem with the EfficientNet-Lite models, avg with timm models)."
+            "one gem with the EfficientNet-Lite models, avg with timm models). gem-2stage "
+            "(EfficientNet-Lite): GeM of the last block's map too, 1600-d for lite0."
         ),
     )(f)
     f = click.option(

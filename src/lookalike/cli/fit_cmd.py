@@ -11,6 +11,7 @@ from lookalike.cli.common import (
     progress_bar,
     stderr_is_terminal,
 )
+from lookalike.models.pooling import POOLS
 
 
 @click.command("fit")
@@ -30,9 +31,9 @@ from lookalike.cli.common import (
 )
 @click.option(
     "--pool",
-    type=click.Choice(["avg", "gem"]),
+    type=click.Choice(POOLS),
     default=None,
-    help="Feature pooling.  [default: avg]",
+    help="Feature pooling (default: the model's own; gem for EfficientNet-Lite).",
 )
 @click.option(
     "--kind",

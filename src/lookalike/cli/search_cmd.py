@@ -12,6 +12,7 @@ from lookalike.cli.common import (
     emit_json_array,
     json_option,
 )
+from lookalike.models.pooling import POOLS
 from lookalike.results import QueryResult
 
 
@@ -37,9 +38,7 @@ from lookalike.results import QueryResult
 )
 @click.option("--model", default=None, help="Must match the collection's model if given.")
 @click.option("--weights", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option(
-    "--pool", type=click.Choice(["avg", "gem"]), default=None, help="Default: the collection's."
-)
+@click.option("--pool", type=click.Choice(POOLS), default=None, help="Default: the collection's.")
 @click.option("--adapter", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option(
     "--rerank",

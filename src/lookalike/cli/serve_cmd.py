@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from lookalike.cli.common import build_model_options, db_option
+from lookalike.models.pooling import POOLS
 
 
 @click.command("serve")
@@ -31,7 +32,7 @@ from lookalike.cli.common import build_model_options, db_option
 )
 @click.option(
     "--pool",
-    type=click.Choice(["avg", "gem"]),
+    type=click.Choice(POOLS),
     default=None,
     help="Pooling (default: the one the collection was indexed with).",
 )

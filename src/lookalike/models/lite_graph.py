@@ -9,7 +9,8 @@ convolutions, as ``torch.onnx.export`` does in eval mode.
 
 The graph takes (n, H, W, 3) uint8 pixels and normalises them first (Transpose, Cast,
 Mul, Add: the layout ``quantize.fold_input_normalisation`` expects), then pools the last
-feature map ("avg" or "gem") to the (n, 1280) features, or gives the ImageNet logits.
+feature map ("avg" or "gem") to the (n, 1280) features, or with "gem-2stage" also the last
+block's map (``models.pooling``), or gives the ImageNet logits.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookalike.errors import ModelError
+from lookalike.models.pooling import GEM, GEM_EPS, GEM_P, GEM_TWO_STAGE, POOLS, STAGE_WEIGHT
 
 if TYPE_CHECKING:
     import onnx
 
 OPSET = 17
 BN_EPS = 1e-3  # batch_norm_epsilon of every EfficientNet-Lite
-GEM_P = 3.0
-GEM_EPS = 1e-6
 # (repeats, kernel, stride, expand ratio, input filters, output filters): lite0's stages.
 STAGES = (
     (1, 3, 1, 1, 32, 16),
@@ -118,6 +118,7 @@ def build_graph(
     x = builder.conv_bn(x, "_conv_stem", "_bn0", stride=2, size=size, relu=True)
     for block in blocks(name):
         x = builder.mbconv(x, block)
+    last_block = x
     side = math.ceil(size / 32)
     x = builder.conv_bn(x, "_conv_head", "_bn1", stride=1, size=side, relu=True)
     if logits:
@@ -128,6 +129,12 @@ def build_graph(
             [x, builder.const("fc_w", weight), builder.const("fc_b", builder.take("_fc.bias"))],
         )
         output = "logits"
+    elif pool == GEM_TWO_STAGE:
+        head = builder.unit(builder.pooled(x, GEM))
+        stage = builder.unit(builder.pooled(last_block, GEM))
+        stage = builder.node("Mul", [stage, builder.const("stage_weight", np.array(STAGE_WEIGHT))])
+        x = builder.node("Concat", [head, stage], axis=1)
+        output = "features"
     else:
         x = builder.pooled(x, pool)
         output = "features"
@@ -270,12 +277,22 @@ class _Builder:
     def pooled(self, x: str, pool: str) -> str:
         if pool == "avg":
             return self.node("ReduceMean", [x], axes=[2, 3], keepdims=0)
-        if pool == "gem":
-            y = self.node("Clip", [x, self.const("gem_min", np.array(GEM_EPS))])
-            y = self.node("Pow", [y, self.const("gem_p", np.array(GEM_P))])
+        if pool == GEM:
+            y = self.node("Clip", [x, self.shared("gem_min", GEM_EPS)])
+            y = self.node("Pow", [y, self.shared("gem_p", GEM_P)])
             y = self.node("ReduceMean", [y], axes=[2, 3], keepdims=0)
-            return self.node("Pow", [y, self.const("gem_inv_p", np.array(1.0 / GEM_P))])
-        raise ModelError(f"unknown pool {pool!r}; use one of: avg, gem")
+            return self.node("Pow", [y, self.shared("gem_inv_p", 1.0 / GEM_P)])
+        raise ModelError(f"unknown pool {pool!r}; use one of: {', '.join(POOLS)}")
+
+    def unit(self, x: str) -> str:
+        """Rows scaled to length 1 (GeM's clamp keeps every row away from zero)."""
+        return self.node("LpNormalization", [x], axis=1, p=2)
+
+    def shared(self, name: str, value: float) -> str:
+        """A scalar constant, made once however many nodes read it."""
+        if name not in {i.name for i in self.initializers}:
+            self.const(name, np.array(value))
+        return name
 
     def finish(self, x: str, output: str) -> None:
         """Rename the last tensor to ``output``; every weight must have been used."""

@@ -34,6 +34,7 @@ import numpy as np
 from lookalike.errors import LookalikeError, ModelError
 from lookalike.models import runtime
 from lookalike.models.base import Embedder, ModelInfo
+from lookalike.models.pooling import GEM_EPS, GEM_P, MAP_POOLS, POOLS, STAGE_WEIGHT
 from lookalike.models.preprocess import Preprocess
 from lookalike.models.registry import ModelOptions
 from lookalike.models.torch_extra import require_torch, torch_available
@@ -46,12 +47,10 @@ if TYPE_CHECKING:
     import onnxruntime
     import torch
 
-POOLS = ("avg", "gem")
 BACKENDS = ("auto", "onnx", "torch")
 OPSET = 17
 # Bump when the export itself changes (graph layout, names), so old cache files are ignored.
 EXPORT_VERSION = 1
-GEM_P = 3.0
 ALLOW_SPINNING = False  # see make_session; chosen by benchmarks/embed_throughput.py
 # ORT and torch differ by float rounding only; 1e-3 relative catches a broken graph.
 _EXPORT_TOLERANCE = 1e-3
@@ -373,8 +372,8 @@ def global_pool(feature_map: torch.Tensor, pool: str) -> torch.Tensor:
     if pool == "avg":
         return feature_map.mean((2, 3))
     if pool == "gem":
-        return feature_map.clamp(min=1e-6).pow(GEM_P).mean((2, 3)).pow(1.0 / GEM_P)
-    raise ModelError(f"unknown pool {pool!r}; use one of: {', '.join(POOLS)}")
+        return feature_map.clamp(min=GEM_EPS).pow(GEM_P).mean((2, 3)).pow(1.0 / GEM_P)
+    raise ModelError(f"unknown pool {pool!r} for a feature map; use one of: {', '.join(MAP_POOLS)}")
 
 
 def pooled_features(
@@ -385,9 +384,20 @@ def pooled_features(
     E.g. ``method="extract_features"`` for EfficientNet-Lite, ``"forward_features"`` for
     timm models (both return the last feature map).
     """
-    if pool not in POOLS:
-        raise ModelError(f"unknown pool {pool!r}; use one of: {', '.join(POOLS)}")
+    if pool not in MAP_POOLS:
+        raise ModelError(
+            f"unknown pool {pool!r} for a feature map; use one of: {', '.join(MAP_POOLS)}"
+        )
     return _pooled_class()(backbone, pool, method)
+
+
+def two_stage_features(feature_map: torch.Tensor, stage_map: torch.Tensor) -> torch.Tensor:
+    """``gem-2stage`` (models.pooling) from the last map and an earlier stage's map."""
+    import torch
+
+    head = torch.nn.functional.normalize(global_pool(feature_map, "gem"), dim=1)
+    stage = torch.nn.functional.normalize(global_pool(stage_map, "gem"), dim=1)
+    return torch.cat([head, STAGE_WEIGHT * stage], dim=1)
 
 
 @functools.cache

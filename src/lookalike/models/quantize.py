@@ -123,7 +123,7 @@ def quantize_graph(
 
 
 def nodes_to_quantize(model: onnx.ModelProto) -> list[str]:
-    """Names of the convolutions, the Clips reading a convolution, and residual Adds
+    """Names of the convolutions, the ReLU6 Clips reading a convolution, and residual Adds
     (both inputs computed; the normalisation's Add has a constant one)."""
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
@@ -136,7 +136,14 @@ def nodes_to_quantize(model: onnx.ModelProto) -> list[str]:
         source = producer.get(node.input[0]) if node.input else None
         if (
             node.op_type == "Conv"
-            or (node.op_type == "Clip" and source is not None and source.op_type == "Conv")
+            # A ReLU6 (min and max); GeM's clamp (min only) stays float, even where it
+            # reads a convolution (gem-2stage's last-block map, a linear projection).
+            or (
+                node.op_type == "Clip"
+                and len(node.input) == 3
+                and source is not None
+                and source.op_type == "Conv"
+            )
             or (
                 node.op_type == "Add"
                 and all(i in producer and i not in constant for i in node.input)

@@ -136,11 +136,17 @@ def create(
 ) -> TorchFeatureModel:
     """The embedder for one timm model. ``input_size`` overrides the checkpoint's (tests)."""
     from lookalike.models.onnx_backend import check_options
+    from lookalike.models.pooling import MAP_POOLS
     from lookalike.models.weights import weights_id
 
     check_options(options)
     pool = options.pool or "avg"  # GeM was measured on the EfficientNet-Lite models only
     options = replace(options, pool=pool)
+    if pool not in MAP_POOLS:
+        raise ModelError(
+            f"--pool {pool} is for the EfficientNet-Lite models; {spec.name} offers: "
+            + ", ".join(MAP_POOLS)
+        )
     _require_timm(spec.name)
     if spec.features == "head" and pool != "avg":
         raise ModelError(
