@@ -18,7 +18,8 @@ are cached in collections, so a second run only trains and scores.
 Usage::
 
     python benchmarks/adaptation.py [--per-class 6000] [--kinds linear,mlp,pca]
-        [--model efficientnet-lite0] [--combine-with raw-pixels] [--epochs 30] [--seed 0]
+        [--model efficientnet-lite0[@gem-2stage]] [--combine-with raw-pixels]
+        [--epochs 30] [--seed 0]
         [--dim 256] [--members 3] [--hidden 1024] [--temperature 0.15] [--no-mirror]
 
 Prints one JSON object per line: the data, one ``fit`` line per adapter (with the held-out
@@ -50,6 +51,7 @@ from lookalike.models import create_embedder
 from lookalike.models.combined import combine
 from lookalike.paths import cache_dir
 from lookalike.vectors import FloatArray
+from model_spec import model_spec
 
 K = 10
 
@@ -88,7 +90,8 @@ def embed(folder: Path, models: list[str], mirror: bool = False) -> dict[str, La
     out = {}
     for model in models:
         started = time.perf_counter()
-        out[model] = embed_folder(folder, model, progress=progress, mirror=mirror)
+        name, options = model_spec(model)
+        out[model] = embed_folder(folder, name, options, progress=progress, mirror=mirror)
         emit(
             {
                 "step": "embed",
@@ -145,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     emit({"step": "data", **write_fashion_mnist(test_dir, "test")})
     out_dir = data / "adapters"
     models = [args.model] + [m for m in args.combine_with.split(",") if m]
+    if len(models) > 1 and "@" in args.model:
+        raise SystemExit("--combine-with needs a plain --model name (no @options)")
+    model_name, model_options = model_spec(args.model)  # e.g. efficientnet-lite0@gem-2stage
     given = {
         k: getattr(args, k) for k in ("epochs", "dim", "members", "mirror", "hidden", "temperature")
     }
@@ -158,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         (args.model, "none", test[args.model], None)
     ]
     for kind in [k for k in args.kinds.split(",") if k]:
-        out = out_dir / f"{args.model}-{kind}-{args.per_class}-s{args.seed}.npz"
+        label = args.model.replace("@", "_").replace("/", "_")
+        out = out_dir / f"{label}-{kind}-{args.per_class}-s{args.seed}.npz"
         options = dataclasses.replace(base, kind=kind)
-        report = fit_folder(train_dir, out, args.model, options=options, log=log)
+        report = fit_folder(train_dir, out, model_name, model_options, options=options, log=log)
         emit({"step": "fit", **{k: v for k, v in report.to_json().items() if k != "history"}})
         variants.append((args.model, kind, test[args.model], out))
 
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for model, kind, vectors, path in variants:
         if path is not None and kind != "pca":
-            emit(end_to_end(test_dir, model, path, vectors))
+            emit(end_to_end(test_dir, model, path, vectors))  # model: a spec (model_spec.py)
     return 0
 
 
@@ -211,8 +218,9 @@ def end_to_end(
         for src in map(Path, chosen):
             (sample / src.parent.name).mkdir(parents=True, exist_ok=True)
             (sample / src.parent.name / src.name).write_bytes(src.read_bytes())
+        name, options = model_spec(model)
         with Collection.open(
-            Path(tmp) / "db", model=model, adapter=adapter_path, create=True
+            Path(tmp) / "db", model=name, model_options=options, adapter=adapter_path, create=True
         ) as col:
             col.index([sample])
             by_name = {
