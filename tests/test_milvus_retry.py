@@ -40,6 +40,18 @@ def test_a_transient_error_is_retried_until_it_passes() -> None:
     assert fn.calls == 3
 
 
+def test_a_search_before_the_index_metadata_is_retried() -> None:
+    # Milvus Lite's server, a search right after another process indexed (CI, once).
+    message = (
+        'fail to search on QueryNode 1: worker(1) query failed: Assert "col_index_meta != '
+        'nullptr"  at /workspace/milvus-lite/thirdparty/milvus/internal/core/src/segcore/'
+        "plan_c.cpp:30"
+    )
+    fn = Flaky(failures=1, message=message)
+    assert milvus_client.call(WHERE, fn, "coll") == "ok"
+    assert fn.calls == 2
+
+
 def test_a_transient_error_that_persists_becomes_one_line_naming_the_location() -> None:
     fn = Flaky(failures=10)
     with pytest.raises(CollectionError, match=f"^{WHERE}: Milvus said: .*internal error"):
