@@ -5,7 +5,7 @@
   the last MBConv block's output (the map before the 1x1 head conv), each L2-normalised,
   the second times ``STAGE_WEIGHT``, concatenated (1280 + 320 = 1600-d for lite0). Chosen
   on validation sets for lite0 (BENCHMARKS.md "Two stages"): the block's map keeps detail
-  the head conv pools away, at no network cost.
+  the head conv pools away, from the same network pass (no extra layers).
 """
 
 from __future__ import annotations
