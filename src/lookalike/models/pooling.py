@@ -3,9 +3,9 @@
 - ``avg``: the mean of the last feature map; ``gem``: its generalised mean, p = 3;
 - ``gem-2stage`` (EfficientNet-Lite only): the GeM vectors of the last feature map and of
   the last MBConv block's output (the map before the 1x1 head conv), each L2-normalised,
-  the second times ``STAGE_WEIGHT``, concatenated (1280 + 320 = 1600-d for lite0). Chosen
-  on validation sets for lite0 (BENCHMARKS.md "Two stages"): the block's map keeps detail
-  the head conv pools away, from the same network pass (no extra layers).
+  the second times ``STAGE_WEIGHT``, concatenated (1280 + 320 = 1600-d for lite0). Weight
+  chosen on validation sets for lite0 (BENCHMARKS.md "Two stages"); opt-in. The block's
+  map keeps detail the head conv pools away, from the same network pass (no extra layers).
 """
 
 from __future__ import annotations
