@@ -3,6 +3,9 @@ and any other error is reported at once, as one line naming the location."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +14,7 @@ pytest.importorskip("pymilvus")
 from pymilvus.exceptions import MilvusException
 
 from lookalike.backends import milvus_client
+from lookalike.backends.locations import parse_db
 from lookalike.errors import CollectionError
 
 WHERE = "milvus://127.0.0.1:19530/photos"
@@ -72,3 +76,63 @@ def test_an_insert_is_never_repeated() -> None:
     with pytest.raises(CollectionError, match="internal error"):
         milvus_client.call_once(WHERE, fn)
     assert fn.calls == 1
+
+
+class FlakyClient:
+    """Stands in for pymilvus.MilvusClient: the first ``failures`` starts fail."""
+
+    starts = 0
+    failures = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        type(self).starts += 1
+        if type(self).starts <= type(self).failures:
+            raise MilvusException(code=2, message="Open local milvus failed")
+
+
+@pytest.fixture
+def flaky_client(monkeypatch: pytest.MonkeyPatch) -> type[FlakyClient]:
+    import pymilvus
+
+    monkeypatch.setattr(pymilvus, "MilvusClient", FlakyClient)
+    monkeypatch.setattr(milvus_client, "LITE_RESTART_PAUSES_S", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(milvus_client, "_CLIENTS", {})
+    FlakyClient.starts = 0
+    return FlakyClient
+
+
+def test_milvus_lite_retries_while_a_killed_process_server_winds_down(
+    tmp_path: Path, flaky_client: type[FlakyClient]
+) -> None:
+    # After kill -9 nobody holds the file's lock, but the old server still runs a moment.
+    flaky_client.failures = 2
+    location = parse_db(f"milvus-lite://{tmp_path / 'lite.db'}")
+    assert isinstance(milvus_client.connect(location), FlakyClient)
+    assert flaky_client.starts == 3
+
+
+def test_milvus_lite_in_use_by_a_live_process_fails_at_once(
+    tmp_path: Path, flaky_client: type[FlakyClient]
+) -> None:
+    lock = tmp_path / ".lite.db.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a');"
+            "fcntl.lockf(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+            str(lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        location = parse_db(f"milvus-lite://{tmp_path / 'lite.db'}")
+        with pytest.raises(CollectionError, match="is another process using this file"):
+            milvus_client.connect(location)
+        assert flaky_client.starts == 0  # never started: a failed start deletes the lock
+        assert lock.exists()
+    finally:
+        holder.kill()
+        holder.wait()

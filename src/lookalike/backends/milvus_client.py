@@ -11,6 +11,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lookalike.errors import CollectionError
@@ -26,6 +27,7 @@ CONNECT_TIMEOUT_S = 10.0
 #   Lite server): Assert "col_index_meta != nullptr" in segcore/plan_c.cpp.
 TRANSIENT_ERRORS = ("internal error", "col_index_meta != nullptr")
 RETRY_PAUSES_S = (0.2, 0.5, 1.0, 2.0)
+LITE_RESTART_PAUSES_S = (0.5, 1.0, 2.0, 4.0)
 
 _CLIENTS: dict[str, Any] = {}
 _USERS: dict[str, int] = {}  # backends open on each client (the web server opens two)
@@ -59,21 +61,59 @@ def connect(location: MilvusLocation) -> Any:
                 f"--db {location}: Milvus Lite needs a file name of at most 36 letters, "
                 "digits, '.', '_' or '-'"
             )
-    try:
-        with warnings.catch_warnings(), _no_logging():
-            warnings.simplefilter("ignore")
-            client = MilvusClient(uri=location.uri, timeout=CONNECT_TIMEOUT_S)
-    except Exception as exc:  # pymilvus raises several kinds; all mean "can't connect"
-        why = (
-            "is another process using this file?"
-            if location.lite_file is not None
-            else "is the server running?"
-        )
+    lite = location.lite_file
+    if lite is not None and _lite_file_in_use(lite):
         raise CollectionError(
-            f"--db {location}: cannot open Milvus ({first_line(exc)}); {why}"
-        ) from None
+            f"--db {location}: cannot open Milvus (the file is open in another process); "
+            "is another process using this file?"
+        )
+    # After a kill -9, the killed process' Milvus Lite server outlives it for a moment and a
+    # new one cannot start on the file yet (seen in CI): a few pauses while nobody holds it.
+    pauses = LITE_RESTART_PAUSES_S if lite is not None else ()
+    for pause in (*pauses, None):
+        try:
+            with warnings.catch_warnings(), _no_logging():
+                warnings.simplefilter("ignore")
+                client = MilvusClient(uri=location.uri, timeout=CONNECT_TIMEOUT_S)
+            break
+        except Exception as exc:  # pymilvus raises several kinds; all mean "can't connect"
+            if pause is not None and lite is not None and not _lite_file_in_use(lite):
+                time.sleep(pause)
+                continue
+            why = "is another process using this file?" if lite else "is the server running?"
+            raise CollectionError(
+                f"--db {location}: cannot open Milvus ({first_line(exc)}); {why}"
+            ) from None
     _CLIENTS[key] = client
     return client
+
+
+def _lite_file_in_use(lite_file: Path) -> bool:
+    """Does another process hold Milvus Lite's lock on this file (milvus_lite.server's
+    ``.NAME.lock``, an fcntl lock held while its server runs)? Checked before opening:
+    a failed open by milvus_lite deletes that lock file, whoever holds it."""
+    import fcntl
+
+    from milvus_lite.server_manager import server_manager_instance
+
+    lock = lite_file.parent / f".{lite_file.name}.lock"
+    # Our own server's lock: probing it would drop it (closing any descriptor of a file
+    # releases this process' fcntl locks on it), so never probe a file this process serves.
+    if str(lite_file.absolute().resolve()) in getattr(server_manager_instance, "_servers", {}):
+        return False
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:  # no lock file: nobody serves it
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
