@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookalike.errors import ModelError
-from lookalike.models.pooling import GEM, GEM_EPS, GEM_P, GEM_TWO_STAGE, POOLS, STAGE_WEIGHT
+from lookalike.models.pooling import AVG, GEM, GEM_EPS, GEM_P, GEM_TWO_STAGE, POOLS, STAGE_WEIGHT
 
 if TYPE_CHECKING:
     import onnx
@@ -232,10 +232,7 @@ class _Builder:
         return self.relu6(out) if relu else out
 
     def relu6(self, x: str) -> str:
-        if "relu6_min" not in {i.name for i in self.initializers}:
-            self.const("relu6_min", np.array(0.0))
-            self.const("relu6_max", np.array(6.0))
-        return self.node("Clip", [x, "relu6_min", "relu6_max"])
+        return self.node("Clip", [x, self.shared("relu6_min", 0.0), self.shared("relu6_max", 6.0)])
 
     def mbconv(self, x: str, block: Block) -> str:
         prefix = f"_blocks.{block.index}"
@@ -275,7 +272,7 @@ class _Builder:
         return self.node("Add", [y, x]) if block.residual else y
 
     def pooled(self, x: str, pool: str) -> str:
-        if pool == "avg":
+        if pool == AVG:
             return self.node("ReduceMean", [x], axes=[2, 3], keepdims=0)
         if pool == GEM:
             y = self.node("Clip", [x, self.shared("gem_min", GEM_EPS)])
