@@ -230,6 +230,24 @@ def test_session_threads(cache: Path) -> None:
     assert ob.inference_threads(ModelOptions(threads=3)) == 3
 
 
+def test_cpu_lanes_give_the_vectors_of_one_run(cache: Path) -> None:
+    """On the CPU each session run has one thread, and embed_prepared runs one slice of a
+    batch per lane at once: the vectors are those of the whole batch in one run."""
+    embedder = tiny(CountingFactory(), ModelOptions(threads=3))
+    assert embedder.inference_lanes == 3
+    rng = np.random.default_rng(1)
+    batch = list(rng.integers(0, 256, (7, 32, 32, 3), dtype=np.uint8))
+    whole = embedder.embed_serial(batch)
+    np.testing.assert_allclose(embedder.embed_prepared(batch), whole, atol=1e-6)
+    np.testing.assert_allclose(embedder.embed_prepared(batch[:2]), whole[:2], atol=1e-6)
+    assert embedder.embed_prepared([]).shape == (0, 16)
+    path = embedder.onnx_path()
+    assert path is not None
+    assert ob.make_session(path, 1).get_session_options().intra_op_num_threads == 1
+    # PyTorch spreads a batch over its own threads: one lane.
+    assert tiny(CountingFactory(), ModelOptions(backend="torch")).inference_lanes == 1
+
+
 def test_global_pool_formulas() -> None:
     x = torch.rand(2, 5, 3, 4) + 0.1
     np.testing.assert_allclose(global_pool(x, "avg").numpy(), x.numpy().mean((2, 3)), rtol=1e-6)

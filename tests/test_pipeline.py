@@ -14,7 +14,7 @@ from PIL import Image
 from lookalike.images import load_image
 from lookalike.models import create_embedder
 from lookalike.models.pixels import RawPixelsEmbedder
-from lookalike.pipeline import EmbeddedBatch, embed_files
+from lookalike.pipeline import MIN_SLICE, EmbeddedBatch, embed_files, slice_sizes
 
 
 def write_files(folder: Path, count: int, broken: Sequence[int] = ()) -> list[Path]:
@@ -85,3 +85,74 @@ def test_stopping_early_cancels_pending_work(tmp_path: Path) -> None:
     batches.close()  # the consumer stops: pending decodes are cancelled, the pool joins
     assert first.indices == [0, 1, 2, 3]
     assert embedder.prepared <= 3 * 4  # at most the window (two batches) plus one in hand
+
+
+class LanedPixels(RawPixelsEmbedder):
+    """Raw pixels run in two lanes, as ONNX Runtime on the CPU is: records who embeds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.serial_threads: list[str] = []
+        self.prepared = 0
+        self._lock = threading.Lock()
+
+    @property
+    def inference_lanes(self) -> int:
+        return 2
+
+    def prepare(self, image: Image.Image) -> Any:
+        with self._lock:
+            self.prepared += 1
+        return super().prepare(image)
+
+    def embed_prepared(self, batch: Sequence[Any]) -> Any:
+        raise AssertionError("the per-core pipeline embeds on one lane at a time")
+
+    def embed_serial(self, batch: Sequence[Any]) -> Any:
+        with self._lock:
+            self.serial_threads.append(threading.current_thread().name)
+        return super().embed_prepared(batch)
+
+
+def test_per_core_slices_cover_inputs_in_order_with_failures(tmp_path: Path) -> None:
+    paths = write_files(tmp_path, 23, broken=(4, 17))
+    embedder = LanedPixels()
+    batches = list(embed_files(embedder, paths, batch_size=8))
+    assert [len(b.indices) + len(b.failures) for b in batches] == slice_sizes(23, 8, 2)
+    indices = [i for b in batches for i in b.indices]
+    assert indices == [i for i in range(23) if i not in (4, 17)]
+    failures = [f for b in batches for f in b.failures]
+    assert [i for i, _ in failures] == [4, 17]
+    assert all(str(paths[i]) in reason for i, reason in failures)
+    vectors = np.concatenate([b.vectors for b in batches])
+    plain = create_embedder("raw-pixels")
+    expected = plain.embed_images([load_image(paths[i], plain.draft_size) for i in indices])
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+    assert [len(b.sizes) for b in batches] == [len(b.indices) for b in batches]
+    # Each slice is decoded and embedded by a worker thread, never by the consumer.
+    assert embedder.serial_threads
+    assert all(name.startswith("lookalike-embed") for name in embedder.serial_threads)
+
+
+def test_slice_sizes_share_a_batch_and_shrink_at_the_end() -> None:
+    sizes = slice_sizes(300, 32, 2)
+    assert sum(sizes) == 300
+    assert sizes[:6] == [16] * 6  # a batch of 32 shared by two cores
+    assert sizes == sorted(sizes, reverse=True)  # never larger again once shrinking
+    assert all(size >= MIN_SLICE for size in sizes[:-1])
+    # The last round is small: no core runs a long slice while the other has nothing.
+    assert max(sizes[-4:]) <= MIN_SLICE
+    assert slice_sizes(0, 32, 2) == []
+    assert slice_sizes(3, 32, 2) == [3]
+    assert slice_sizes(10, 1, 4) == [1] * 10
+
+
+def test_per_core_stop_cancels_pending_work(tmp_path: Path) -> None:
+    paths = write_files(tmp_path, 200)
+    embedder = LanedPixels()
+    batches = embed_files(embedder, paths, batch_size=8)
+    first = next(batches)
+    batches.close()
+    assert first.indices == [0, 1, 2, 3]
+    # At most the slices in flight (two per worker) plus the one handed back.
+    assert embedder.prepared <= 5 * 4

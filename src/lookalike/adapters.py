@@ -199,6 +199,15 @@ class AdaptedEmbedder(Embedder):
             return np.zeros((0, self.info.dim), dtype=np.float32)
         return self.adapter.apply(self.base.embed_prepared(batch))
 
+    @property
+    def inference_lanes(self) -> int:
+        return self.base.inference_lanes
+
+    def embed_serial(self, batch: Sequence[Any]) -> FloatArray:
+        if not batch:
+            return np.zeros((0, self.info.dim), dtype=np.float32)
+        return self.adapter.apply(self.base.embed_serial(batch))
+
     def adapter_identity(self) -> dict[str, Any]:
         """Recorded in a collection's manifest; see ``same_adapter``."""
         return {

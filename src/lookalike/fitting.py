@@ -279,6 +279,13 @@ class MirroredEmbedder(Embedder):
     def embed_prepared(self, batch: Sequence[Any]) -> FloatArray:
         return self.base.embed_prepared(batch)
 
+    @property
+    def inference_lanes(self) -> int:
+        return self.base.inference_lanes
+
+    def embed_serial(self, batch: Sequence[Any]) -> FloatArray:
+        return self.base.embed_serial(batch)
+
 
 def _class_of(path: Path, root: Path) -> str | None:
     parts = path.relative_to(root).parts

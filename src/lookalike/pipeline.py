@@ -1,18 +1,25 @@
-"""Files -> vectors, in batches, with decoding overlapping inference.
+"""Files -> vectors, in batches, decoding alongside inference.
 
-Worker threads decode and prepare images (Pillow releases the GIL while decoding and
-resizing) while the main thread runs the model on the previous batch. A file that cannot
-be read becomes a failure with its reason; the batch goes on without it.
+Two ways, by what the embedder offers (``Embedder.inference_lanes``):
 
-Why these defaults (benchmarks/embed_throughput.py, BENCHMARKS.md): decode threads and
-ONNX Runtime's threads share the cores, which works because ORT's idle threads sleep
-instead of spin-waiting (see onnx_backend): whichever has work gets the CPU. JPEGs are
-decoded at reduced scale (Embedder.draft_size), which brings decoding and preprocessing
-to well under half the CPU time of inference per image, so it hides behind it.
+- **One loop per core** (ONNX Runtime on the CPU): each worker thread takes a slice of
+  the files, decodes it and runs the network on it with one thread, then takes the next.
+  The cores never wait for each other, and the OS is never asked to share a core between
+  a decoder and a network thread that the network's other thread is waiting for (9% more
+  images/s than the other way on 2 cores, BENCHMARKS.md "One network per core"). Slices
+  shrink towards the end so that the cores finish together.
+- **Decoders beside one network** (PyTorch, a GPU): worker threads decode while the main
+  thread runs the model, which spreads each batch over the cores (or the GPU) itself.
+
+Either way Pillow releases the GIL while decoding and resizing, JPEGs are decoded at
+reduced scale (Embedder.draft_size), and a file that cannot be read becomes a failure with
+its reason; the batch goes on without it.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -99,9 +106,13 @@ def embed_files(
     batch_size: int = 32,
     workers: int | None = None,
 ) -> Iterator[EmbeddedBatch]:
-    """Embed ``paths`` in order, yielding one EmbeddedBatch per ``batch_size`` inputs."""
+    """Embed ``paths`` in order, yielding EmbeddedBatches of at most ``batch_size`` inputs
+    (exactly that many, but for the last, unless the embedder runs in lanes)."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if embedder.inference_lanes > 1:
+        yield from _embed_per_core(embedder, paths, batch_size, workers or embedder.inference_lanes)
+        return
     workers = workers or default_workers()
     pending: deque[tuple[int, Future[Prepared]]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lookalike-decode") as pool:
@@ -139,3 +150,60 @@ def _next_batch(
     if prepared:
         batch.vectors = embedder.embed_prepared(prepared)
     return batch
+
+
+def slice_sizes(total: int, batch_size: int, lanes: int) -> list[int]:
+    """How many files each per-core slice takes, in order: a batch shared by the lanes
+    (``batch_size / lanes`` each), smaller once less than two rounds are left, so that
+    no core is left running a whole slice alone at the end."""
+    steady = max(1, math.ceil(batch_size / lanes))
+    sizes = []
+    left = total
+    while left > 0:
+        size = min(steady, left, max(MIN_SLICE, math.ceil(left / (2 * lanes))))
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+# Slices below this cost more per image in the network than the idle core they save.
+MIN_SLICE = 4
+
+
+def _embed_slice(embedder: Embedder, paths: Sequence[Path], start: int) -> EmbeddedBatch:
+    """Decode ``paths`` (the files from ``start`` on), then embed them on this core."""
+    batch = EmbeddedBatch(indices=[], vectors=np.zeros((0, embedder.info.dim), np.float32))
+    prepared: list[Any] = []
+    for offset, path in enumerate(paths):
+        outcome = _prepare_one(embedder, path)
+        if isinstance(outcome, str):
+            batch.failures.append((start + offset, outcome))
+        else:
+            prepared.append(outcome.model_input)
+            batch.sizes.append(outcome.size)
+            batch.reads.append(outcome.read)
+            batch.indices.append(start + offset)
+    if prepared:
+        batch.vectors = embedder.embed_serial(prepared)
+    return batch
+
+
+def _embed_per_core(
+    embedder: Embedder, paths: Sequence[Path], batch_size: int, workers: int
+) -> Iterator[EmbeddedBatch]:
+    starts = list(itertools.accumulate(slice_sizes(len(paths), batch_size, workers), initial=0))
+    slices = list(itertools.pairwise(starts))
+    pending: deque[Future[EmbeddedBatch]] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lookalike-embed") as pool:
+        try:
+            next_slice = 0
+            # Two slices per worker in flight: none waits for the consumer to take results.
+            while next_slice < len(slices) or pending:
+                while next_slice < len(slices) and len(pending) < 2 * workers:
+                    a, b = slices[next_slice]
+                    pending.append(pool.submit(_embed_slice, embedder, paths[a:b], a))
+                    next_slice += 1
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()

@@ -3,7 +3,11 @@
 An embedder is used in two steps so that decoding can overlap inference:
 ``prepare`` turns one decoded RGB image into the model's input (runs in worker
 threads, must be thread-safe), ``embed_prepared`` turns a batch of those into
-L2-normalised float32 vectors (runs in the main thread).
+L2-normalised float32 vectors using all the cores it was given.
+
+An embedder that runs on the CPU in lanes (``inference_lanes`` > 1, ONNX Runtime) also
+offers ``embed_serial``: the same vectors on one core, safe to call from several threads
+at once, so that a pipeline can give each core its own decode-then-infer loop.
 """
 
 from __future__ import annotations
@@ -64,6 +68,16 @@ class Embedder(ABC):
     @abstractmethod
     def embed_prepared(self, batch: Sequence[Any]) -> FloatArray:
         """A batch of ``prepare`` outputs -> (n, dim) float32, L2-normalised rows."""
+
+    @property
+    def inference_lanes(self) -> int:
+        """How many ``embed_serial`` calls at once use the cores it was given; 1 when
+        ``embed_prepared`` spreads one batch over them itself (PyTorch, a GPU)."""
+        return 1
+
+    def embed_serial(self, batch: Sequence[Any]) -> FloatArray:
+        """``embed_prepared`` on one lane (one core on the CPU). Thread-safe."""
+        return self.embed_prepared(batch)
 
     def embed_images(self, images: Sequence[Image.Image]) -> FloatArray:
         """Convenience: prepare and embed in one go (no overlap)."""

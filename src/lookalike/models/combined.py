@@ -100,10 +100,22 @@ class CombinedEmbedder(Embedder):
         return tuple(e.prepare(image) for e, _ in self.parts)
 
     def embed_prepared(self, batch: Sequence[Any]) -> FloatArray:
+        return self._embed(batch, serial=False)
+
+    @property
+    def inference_lanes(self) -> int:
+        return min(e.inference_lanes for e, _ in self.parts)
+
+    def embed_serial(self, batch: Sequence[Any]) -> FloatArray:
+        return self._embed(batch, serial=True)
+
+    def _embed(self, batch: Sequence[Any], serial: bool) -> FloatArray:
         if not batch:
             return np.zeros((0, self.info.dim), dtype=np.float32)
         vectors = [
-            embedder.embed_prepared([inputs[i] for inputs in batch])
+            (embedder.embed_serial if serial else embedder.embed_prepared)(
+                [inputs[i] for inputs in batch]
+            )
             for i, (embedder, _) in enumerate(self.parts)
         ]
         return combine(vectors, [w for _, w in self.parts])

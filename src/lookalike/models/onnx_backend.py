@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import re
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,6 +119,8 @@ class TorchFeatureModel(Embedder):
             cache_key = f"{info.name}-{options.pool}-{info.weights_id}-{recipe_id}"
         self.cache_key = cache_key
         self.backend = ""  # "onnx" or "torch": what actually runs, once built
+        self._lanes = 1  # see inference_lanes; set by the ONNX Runtime CPU runner
+        self._lane_pool: ThreadPoolExecutor | None = None
         self.runtime = ""  # e.g. "onnxruntime-cpu", "onnxruntime-cuda", "torch"
         # build=False: a description only (its cache key, a remembered failure), cheap.
         self._run = self._build_runner() if build else _not_built(info.name)
@@ -132,7 +136,25 @@ class TorchFeatureModel(Embedder):
     def prepare(self, image: Any) -> np.ndarray:
         return self.preprocess.pixels(image)
 
+    @property
+    def inference_lanes(self) -> int:
+        return self._lanes
+
     def embed_prepared(self, batch: Sequence[Any]) -> FloatArray:
+        lanes = min(self._lanes, len(batch))
+        if lanes < 2:
+            return self.embed_serial(batch)
+        # One slice per lane, this thread running the first: whole networks side by side
+        # instead of one network whose every layer waits for its slowest thread.
+        if self._lane_pool is None:
+            self._lane_pool = ThreadPoolExecutor(self._lanes - 1, "lookalike-infer")
+        bounds = np.linspace(0, len(batch), lanes + 1).astype(int)
+        slices = [batch[a:b] for a, b in itertools.pairwise(bounds)]
+        others = [self._lane_pool.submit(self.embed_serial, part) for part in slices[1:]]
+        first = self.embed_serial(slices[0])
+        return np.concatenate([first, *(f.result() for f in others)])
+
+    def embed_serial(self, batch: Sequence[Any]) -> FloatArray:
         if not batch:
             return np.zeros((0, self.info.dim), dtype=np.float32)
         features = self._run(np.stack(batch))
@@ -211,9 +233,11 @@ class TorchFeatureModel(Embedder):
             path = None
         session = None
         source: Path | bytes | None = None
+        # One thread per session run; embed_prepared runs one slice per core at once
+        # (BENCHMARKS.md, "One network per core": faster than ORT's threads per layer).
         if path is not None and path.exists():
             try:
-                session = make_session(path, inference_threads(self.options))
+                session = make_session(path, 1)
                 source = path
             except Exception as exc:
                 # Unreadable by this onnxruntime (or damaged): export again over it.
@@ -222,7 +246,7 @@ class TorchFeatureModel(Embedder):
             # Seconds of silence otherwise (int8: 5-20 s), once per machine and cache.
             log.info("preparing %s for this machine, once (%s)", self.info.name, self.build_steps)
             graph = self._export()
-            session = make_session(graph, inference_threads(self.options))
+            session = make_session(graph, 1)
             self._check_export(session)
             source = graph
             if path is not None:
@@ -241,6 +265,7 @@ class TorchFeatureModel(Embedder):
 
         self.backend = "onnx"
         self.runtime = runtime.runtime_name(provider)
+        self._lanes = inference_threads(self.options) if provider == runtime.CPU else 1
         return run
 
     def _on_best_device(
