@@ -5,8 +5,8 @@ Two ways, by what the embedder offers (``Embedder.inference_lanes``):
 - **One loop per core** (ONNX Runtime on the CPU): each worker thread takes a slice of
   the files, decodes it and runs the network on it with one thread, then takes the next.
   The cores never wait for each other, and the OS is never asked to share a core between
-  a decoder and a network thread that the network's other thread is waiting for (9% more
-  images/s than the other way on 2 cores, BENCHMARKS.md "One network per core"). Slices
+  a decoder and a network thread that the network's other thread is waiting for (7-9%
+  faster end to end on 2 cores, BENCHMARKS.md "One network per core"). Slices
   shrink towards the end so that the cores finish together.
 - **Decoders beside one network** (PyTorch, a GPU): worker threads decode while the main
   thread runs the model, which spreads each batch over the cores (or the GPU) itself.
@@ -132,6 +132,17 @@ def embed_files(
                 future.cancel()
 
 
+def _add(batch: EmbeddedBatch, prepared: list[Any], index: int, outcome: Prepared) -> None:
+    """Record one file's outcome in ``batch``; its model input goes to ``prepared``."""
+    if isinstance(outcome, str):
+        batch.failures.append((index, outcome))
+    else:
+        prepared.append(outcome.model_input)
+        batch.sizes.append(outcome.size)
+        batch.reads.append(outcome.read)
+        batch.indices.append(index)
+
+
 def _next_batch(
     embedder: Embedder, pending: deque[tuple[int, Future[Prepared]]], batch_size: int
 ) -> EmbeddedBatch:
@@ -139,14 +150,7 @@ def _next_batch(
     prepared: list[Any] = []
     while pending and len(batch.indices) + len(batch.failures) < batch_size:
         index, future = pending.popleft()
-        outcome = future.result()
-        if isinstance(outcome, str):
-            batch.failures.append((index, outcome))
-        else:
-            prepared.append(outcome.model_input)
-            batch.sizes.append(outcome.size)
-            batch.reads.append(outcome.read)
-            batch.indices.append(index)
+        _add(batch, prepared, index, future.result())
     if prepared:
         batch.vectors = embedder.embed_prepared(prepared)
     return batch
@@ -175,14 +179,7 @@ def _embed_slice(embedder: Embedder, paths: Sequence[Path], start: int) -> Embed
     batch = EmbeddedBatch(indices=[], vectors=np.zeros((0, embedder.info.dim), np.float32))
     prepared: list[Any] = []
     for offset, path in enumerate(paths):
-        outcome = _prepare_one(embedder, path)
-        if isinstance(outcome, str):
-            batch.failures.append((start + offset, outcome))
-        else:
-            prepared.append(outcome.model_input)
-            batch.sizes.append(outcome.size)
-            batch.reads.append(outcome.read)
-            batch.indices.append(start + offset)
+        _add(batch, prepared, start + offset, _prepare_one(embedder, path))
     if prepared:
         batch.vectors = embedder.embed_serial(prepared)
     return batch
