@@ -49,13 +49,22 @@ def test_batches_cover_inputs_in_order_with_failures(tmp_path: Path, workers: in
     embedder = create_embedder("raw-pixels")
     batches = list(embed_files(embedder, paths, batch_size=8, workers=workers))
     assert [len(b.indices) + len(b.failures) for b in batches] == [8, 8, 7]
+    assert_cover_in_order(batches, paths, broken=(4, 17))
+
+
+def assert_cover_in_order(
+    batches: list[EmbeddedBatch], paths: list[Path], broken: Sequence[int]
+) -> None:
+    """Every file once, in order: the broken ones as failures naming the file, the rest
+    with raw-pixels vectors and sizes."""
     indices = [i for b in batches for i in b.indices]
-    assert indices == [i for i in range(23) if i not in (4, 17)]
+    assert indices == [i for i in range(len(paths)) if i not in broken]
     failures = [f for b in batches for f in b.failures]
-    assert [i for i, _ in failures] == [4, 17]
+    assert [i for i, _ in failures] == list(broken)
     assert all(str(paths[i]) in reason for i, reason in failures)
     vectors = np.concatenate([b.vectors for b in batches])
-    expected = embedder.embed_images([load_image(paths[i], embedder.draft_size) for i in indices])
+    plain = create_embedder("raw-pixels")
+    expected = plain.embed_images([load_image(paths[i], plain.draft_size) for i in indices])
     np.testing.assert_allclose(vectors, expected, atol=1e-6)
     assert [len(b.sizes) for b in batches] == [len(b.indices) for b in batches]
 
@@ -119,16 +128,7 @@ def test_per_core_slices_cover_inputs_in_order_with_failures(tmp_path: Path) -> 
     embedder = LanedPixels()
     batches = list(embed_files(embedder, paths, batch_size=8))
     assert [len(b.indices) + len(b.failures) for b in batches] == slice_sizes(23, 8, 2)
-    indices = [i for b in batches for i in b.indices]
-    assert indices == [i for i in range(23) if i not in (4, 17)]
-    failures = [f for b in batches for f in b.failures]
-    assert [i for i, _ in failures] == [4, 17]
-    assert all(str(paths[i]) in reason for i, reason in failures)
-    vectors = np.concatenate([b.vectors for b in batches])
-    plain = create_embedder("raw-pixels")
-    expected = plain.embed_images([load_image(paths[i], plain.draft_size) for i in indices])
-    np.testing.assert_allclose(vectors, expected, atol=1e-6)
-    assert [len(b.sizes) for b in batches] == [len(b.indices) for b in batches]
+    assert_cover_in_order(batches, paths, broken=(4, 17))
     # Each slice is decoded and embedded by a worker thread, never by the consumer.
     assert embedder.serial_threads
     assert all(name.startswith("lookalike-embed") for name in embedder.serial_threads)
