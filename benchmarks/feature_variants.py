@@ -10,6 +10,11 @@ and the last 320-ch block, before the 1x1 head conv):
   recipe, resized to S x S), L2-normalised;
 - ``stage320xW`` / ``stage112xW``: [gem3(final) ; W * gem3(stage)], each part
   L2-normalised first, the whole L2-normalised;
+- ``aspect-area`` / ``aspect-short``: gem3 of the whole image resized with its aspect ratio
+  kept instead of squashed to the square (issue 9's "let the fully convolutional network
+  see a non-square input"): about 224 x 224 pixels in all, or the shorter side 224; sides
+  rounded to multiples of 32, one image per pass (``padding_check`` shows that the
+  network's static padding, computed for 224, is exact at such sizes);
 - the reports' pipeline (reports_pipeline.py: bicubic, avg, its own network load).
 
 Sets (validation unless --set test):
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -59,6 +65,7 @@ from rerank_quality import _half, run
 MODEL = "efficientnet-lite0"
 BASE = 224
 GEM_PS = (2, 3, 4, 6)
+ASPECT_MODES = ("area", "short")
 STAGES = {"stage112": 112, "stage320": 320}  # the last block with this many channels
 BATCH = 32
 HARD_K = 5  # hard_copies.py's k
@@ -95,6 +102,18 @@ def _rmac_regions(side: int, levels: int = 3) -> list[tuple[int, int, int]]:
     return regions
 
 
+def aspect_shape(width: int, height: int, mode: str) -> tuple[int, int]:
+    """(W, H) network input keeping the image's aspect ratio, each side a multiple of 32
+    (so the network's static "same" padding, computed for 224, stays exact): ``area`` about
+    224 x 224 pixels in all, ``short`` the shorter side 224."""
+    if mode == "area":
+        w, h = BASE * math.sqrt(width / height), BASE * math.sqrt(height / width)
+    else:
+        scale = BASE / min(width, height)
+        w, h = width * scale, height * scale
+    return max(32, round(w / 32) * 32), max(32, round(h / 32) * 32)
+
+
 def _regional(name: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
     def combine(f: dict[str, np.ndarray]) -> np.ndarray:
         return l2_normalize(f[f"final-{name}@{BASE}"])
@@ -120,6 +139,11 @@ VARIANTS: dict[str, tuple[tuple[int, ...], Callable[[dict[str, np.ndarray]], np.
     },
     # regional pooling of the final map: the sum of L2-normalised region vectors
     **{v: ((BASE,), _regional(v)) for v in ("rmac", "rgem3", "rgem3+g", "avg+gem3")},
+    # the whole image with its aspect ratio kept (no squash), one image per forward pass
+    **{
+        f"aspect-{mode}": ((), lambda f, mode=mode: l2_normalize(f[f"aspect-{mode}-gem3"]))
+        for mode in ASPECT_MODES
+    },
 }
 
 
@@ -181,8 +205,11 @@ class Extractor:
             "avg+gem3": torch.cat([norm(final.mean((2, 3)), dim=1), whole_gem], dim=1),
         }
 
-    def features(self, paths: list[Path], sizes: tuple[int, ...]) -> dict[str, np.ndarray]:
-        """Every pooled feature of every image, decoded once, batches of BATCH."""
+    def features(
+        self, paths: list[Path], sizes: tuple[int, ...], aspects: tuple[str, ...] = ()
+    ) -> dict[str, np.ndarray]:
+        """Every pooled feature of every image, decoded once, batches of BATCH (one image
+        at a time for the ``aspects`` modes: each has its own input shape)."""
         recipes = {s: Preprocess.tf_efficientnet(s) for s in sizes}
         chunks: dict[str, list[np.ndarray]] = {}
         for start in range(0, len(paths), BATCH):
@@ -191,7 +218,46 @@ class Extractor:
                 pixels = np.stack([recipe.pixels(im) for im in images])
                 for key, value in self.pooled(pixels, size, size == BASE).items():
                     chunks.setdefault(key, []).append(value)
+            for mode in aspects:
+                for image in images:
+                    chunks.setdefault(f"aspect-{mode}-gem3", []).append(self.aspect(image, mode))
         return {k: np.concatenate(v) for k, v in chunks.items()}
+
+    def aspect(self, image: Any, mode: str) -> np.ndarray:
+        """(1, 1280) gem3 of ``image`` resized (bilinear, as recipe 4) to aspect_shape."""
+        from PIL import Image
+
+        shape = aspect_shape(image.width, image.height, mode)
+        pixels = np.asarray(image.convert("RGB").resize(shape, Image.Resampling.BILINEAR))
+        mul, add = Preprocess.tf_efficientnet(BASE).affine
+        x = np.ascontiguousarray((pixels * mul + add).transpose(2, 0, 1)[None], np.float32)
+        started = time.perf_counter()
+        with self.torch.no_grad():
+            out = _gem(self.network.extract_features(self.torch.from_numpy(x)), 3.0).numpy()
+        self.seconds[0] = self.seconds.get(0, 0.0) + time.perf_counter() - started
+        self.images[0] = self.images.get(0, 0) + 1
+        return np.asarray(out)
+
+
+def padding_check(extractor: Extractor) -> dict[str, Any]:
+    """The network built for 224 x 224 (static "same" padding) against one built for the
+    input's own shape, on a non-square input whose sides are multiples of 32."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    torch = extractor.torch
+    height, width = 160, 320
+    exact = EfficientNet.from_name(MODEL, image_size=(height, width))
+    exact.load_state_dict(extractor.network.state_dict())
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, height, width)))
+    with torch.no_grad():
+        a = extractor.network.extract_features(x.float())
+        b = exact.eval().extract_features(x.float())
+    return {
+        "check": "static padding on a non-square input",
+        "input": f"{width}x{height}",
+        "max_abs_difference": float((a - b).abs().max()),
+        "ok": bool(torch.equal(a, b)),
+    }
 
 
 def hard_score(g: np.ndarray, g_labels: np.ndarray, q: np.ndarray, q_labels: np.ndarray) -> dict:
@@ -267,9 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     sizes = tuple(sorted({s for v in chosen for s in VARIANTS[v][0]}))
+    aspects = tuple(m for m in ASPECT_MODES if f"aspect-{m}" in chosen)
     work = args.work or cache_dir() / "benchmark-data"
     sets = load_sets(args.set, work, args.fmnist_limit)
     extractor = Extractor()
+    if aspects:
+        print(json.dumps(padding_check(extractor)), flush=True)
     checked = False
     for name, data in sets.items():
         parts = {"gallery": data["gallery"]}
@@ -277,10 +346,13 @@ def main(argv: list[str] | None = None) -> int:
             parts["queries"] = data["queries"]
         extractor.seconds.clear()
         extractor.images.clear()
-        features = {part: extractor.features(images.paths, sizes) for part, images in parts.items()}
-        for size in sizes:
+        features = {
+            part: extractor.features(images.paths, sizes, aspects) for part, images in parts.items()
+        }
+        for size in sizes + ((0,) if aspects else ()):
             rate = extractor.images[size] / max(extractor.seconds[size], 1e-9)
-            print(json.dumps({"set": name, "size": size, "forward_images_per_s": round(rate, 1)}))
+            row = {"set": name, "size": size or "aspect kept"}
+            print(json.dumps(row | {"forward_images_per_s": round(rate, 1)}))
         if not checked:  # the default vector is the package's own, on this set's images
             paths = (parts.get("queries") or parts["gallery"]).paths[:64]
             embedder = create_embedder(MODEL, ModelOptions())
