@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from lookalike import verify
 from lookalike.collection import Collection
 from lookalike.web.app import create_app
 from lookalike.web.guards import LOOPBACK_HOSTS, is_loopback
@@ -198,6 +199,35 @@ def test_rerank_parameter(client: TestClient, col: Collection) -> None:
     )
     files = {"file": ("q.jpg", jpeg_bytes(cat_query()), "image/jpeg")}
     assert_error(client.post("/api/search", files=files, data={"rerank": "qe:n=0"}), 422, "n")
+
+
+@pytest.mark.skipif(not verify.available(), reason="needs OpenCV (the verify extra)")
+def test_verify_upload_compares_files_without_the_store_lock(
+    app: FastAPI, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store lock is held for each store read, not while verify compares image files
+    (~0.2 s a search), so thumbnails and browsing are not held up meanwhile."""
+    service = app.state.service
+    lock = service._store_lock
+    held: dict[str, list[bool]] = {"search": [], "check": []}
+    backend = service.collection.backend
+    search, check = backend.search, verify.Verifier.check
+
+    def watched_search(*args: Any, **kwargs: Any) -> Any:
+        held["search"].append(lock.locked())
+        return search(*args, **kwargs)
+
+    def watched_check(self: Any, *args: Any, **kwargs: Any) -> Any:
+        held["check"].append(lock.locked())
+        return check(self, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "search", watched_search)
+    monkeypatch.setattr(verify.Verifier, "check", watched_check)
+    checked = upload(client, jpeg_bytes(cat_query()), k=3, rerank="verify")
+    assert checked.status_code == 200, checked.text
+    assert Path(checked.json()[0]["results"][0]["path"]).stem.startswith("chelsea")
+    assert held["search"] and all(held["search"])  # store reads: under the lock
+    assert held["check"] and not any(held["check"])  # file comparisons: without it
 
 
 def test_k_larger_than_the_collection(client: TestClient, col: Collection) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -394,32 +395,51 @@ class Collection:
         rerank: Rerank | None = None,
         under: str | os.PathLike[str] | None = None,
         sources: Sequence[QuerySource] | None = None,
+        store_lock: AbstractContextManager[Any] | None = None,
     ) -> list[list[Hit]]:
         """``sources``: the query images (files or images), which ``--rerank verify``
-        needs; the other methods use the vectors only."""
+        needs; the other methods use the vectors only. ``store_lock`` (a server's): held
+        around each read of the store, so that verify's work on image files runs without
+        it and other requests are not held up meanwhile."""
         _check_search_args(k, metric)
         folder = _under(under) if under is not None else None
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(vectors) == 0:
             return []
+        held = store_lock or nullcontext()
         if rerank is not None:
+
+            def search(q: FloatArray, n: int) -> SearchHits:
+                with held:
+                    return self.backend.search(q, n, under=folder)
+
+            def vectors_of(ids: IdArray) -> FloatArray:
+                with held:
+                    return self.backend.vectors_for(np.asarray(ids).tolist())
+
+            def paths_of(ids: list[int]) -> dict[int, str]:
+                with held:
+                    return self.backend.ids_and_paths(ids)
+
             raw = rerank_search(
                 vectors,
                 k,
-                lambda q, n: self.backend.search(q, n, under=folder),
-                lambda ids: self.backend.vectors_for(np.asarray(ids).tolist()),
+                search,
+                vectors_of,
                 rerank,
                 exclude_ids,
                 verified=(
-                    make_verified(rerank, sources, self.backend.ids_and_paths)
+                    make_verified(rerank, sources, paths_of)
                     if rerank.method == "verify" and sources is not None
                     else None
                 ),
             )
-            return self._to_hits(raw, k, metric, None)  # the excluded are already out
+            with held:
+                return self._to_hits(raw, k, metric, None)  # the excluded are already out
         excluding = exclude_ids is not None and bool(np.any(exclude_ids != MISSING_ID))
-        raw = self.backend.search(vectors, k + 1 if excluding else k, under=folder)
-        return self._to_hits(raw, k, metric, exclude_ids)
+        with held:
+            raw = self.backend.search(vectors, k + 1 if excluding else k, under=folder)
+            return self._to_hits(raw, k, metric, exclude_ids)
 
     def _to_hits(
         self, raw: SearchHits, k: int, metric: str, exclude_ids: IdArray | None

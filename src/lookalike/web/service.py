@@ -63,10 +63,17 @@ class CollectionService:
     ) -> QueryResult:
         with self._model_lock:
             vectors = self.collection.embed_images([image])
-        with self._store_lock:
-            hits = self.collection.search_vectors(
-                vectors, k, metric, rerank=rerank, under=under, sources=[image]
-            )
+        # The store lock is taken for each store read only: `verify` then compares image
+        # files (~0.2 s) while thumbnails and browsing go on.
+        hits = self.collection.search_vectors(
+            vectors,
+            k,
+            metric,
+            rerank=rerank,
+            under=under,
+            sources=[image],
+            store_lock=self._store_lock,
+        )
         return QueryResult(label, hits[0])
 
     def search_id(
