@@ -104,10 +104,15 @@ def measure(out_dir: Path, model: str | None) -> dict[str, Any]:
     import imagehash
 
     from lookalike.collection import Collection
+    from model_spec import model_spec  # type: ignore[import-not-found]
 
     labels = plant(out_dir)
     paths = sorted(labels)
-    with Collection.open(out_dir / "db", model=model, create=True) as col:
+    # A spec (model_spec.py): "efficientnet-lite0-int8@gem-2stage", or "@avg" for the default.
+    name, options = model_spec(model or "")
+    with Collection.open(
+        out_dir / "db", model=name or None, model_options=options, create=True
+    ) as col:
         col.index([out_dir / "photos"])
         ids = [col.store.by_path(p).id for p in paths]  # type: ignore[union-attr]
         vectors = col.store.vectors_for(ids).astype(np.float64)

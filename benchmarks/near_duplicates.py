@@ -286,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duplicates", action="store_true", help="measure duplicates per edit")
-    parser.add_argument("--model", default=None, help="with --duplicates: the model to index with")
+    parser.add_argument(
+        "--model", default=None, help="with --duplicates: the model to index with (name@tags)"
+    )
     args = parser.parse_args(argv)
     if args.duplicates:
         from duplicate_edits import measure  # type: ignore[import-not-found]
