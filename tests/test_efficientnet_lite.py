@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -280,6 +281,26 @@ def test_a_new_collection_gets_gem_and_recipe_4(tmp_path: Path, photos: dict[str
         model_options=ModelOptions(pool="avg"),
     ) as col:
         assert col.embedder.info.preprocessing["pool"] == "avg"
+
+
+def test_duplicates_says_a_two_stage_collection_was_not_calibrated_for(
+    tmp_path: Path, photos: dict[str, Path], cli: Any
+) -> None:
+    """`duplicates` notes on stderr that its threshold was calibrated for gem, not for
+    gem-2stage (which groups more distinct images); a gem collection gets no such note."""
+    from lookalike.cli.duplicates_cmd import TWO_STAGE_NOTE
+    from lookalike.collection import Collection
+
+    for pool in ("gem-2stage", "gem"):
+        db = tmp_path / pool
+        options = ModelOptions(pool=pool, backend="onnx")
+        with Collection.open(db, model="efficientnet-lite0", create=True, model_options=options):
+            pass
+        assert cli("index", photos["astronaut"].parent, "--db", db).exit_code == 0
+        result = cli("duplicates", "--db", db, "--no-verify", "--json")
+        assert result.exit_code == 0, result.stderr
+        json.loads(result.stdout)  # stdout stays clean JSON
+        assert (f"note: {TWO_STAGE_NOTE}" in result.stderr) == (pool == "gem-2stage")
 
 
 def test_a_two_stage_collection_keeps_its_pooling(tmp_path: Path, photos: dict[str, Path]) -> None:
