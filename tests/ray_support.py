@@ -75,7 +75,8 @@ def _descendants() -> set[int]:
         with suppress(OSError, ValueError, IndexError):
             # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
             parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    found, frontier = set(), {os.getpid()}
+    found: set[int] = set()
+    frontier = {os.getpid()}
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
         found |= frontier

@@ -221,8 +221,9 @@ def test_each_edit_passes_and_another_photo_does_not(planted: dict[str, Any], ed
 def test_mirrored_descriptors_are_a_permutation() -> None:
     import cv2
 
+    opencv: Any = cv2  # its stubs do not declare SIFT_create
     grey = np.asarray(_photo("astronaut").convert("L"))
-    sift = cv2.SIFT_create(nfeatures=VerifySettings().features)
+    sift = opencv.SIFT_create(nfeatures=VerifySettings().features)
     _, ours = sift.detectAndCompute(grey, None)
     _, mirrored = sift.detectAndCompute(np.ascontiguousarray(grey[:, ::-1]), None)
     matcher = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,11 +12,11 @@ from conftest import TEST_MODEL, load_benchmark
 
 
 @pytest.fixture(scope="module")
-def e2e():  # type: ignore[no-untyped-def]
+def e2e() -> Any:
     return load_benchmark("end_to_end")
 
 
-def test_cli_run_and_stages(e2e, tmp_path: Path, photos: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+def test_cli_run_and_stages(e2e: Any, tmp_path: Path, photos: dict[str, Path]) -> None:
     folder = e2e.linked_folder(sorted(photos.values())[:3], tmp_path / "three")
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         p.name for p in sorted(photos.values())[:3]

@@ -229,7 +229,9 @@ def test_a_stale_index_is_brought_up_to_date_before_searching(tmp_path: Path, da
     IndexManager(store, kind="hnsw").sync()
     remove(store, ids[:10])  # changed by someone who did not sync
     fresh = add(store, data.vectors(5), "b")
-    hits = IndexManager(Store.open(tmp_path), kind="hnsw").search(store.vectors_for(fresh), 1)
+    hits = IndexManager(Store.open(tmp_path), kind="hnsw").search(
+        store.vectors_for(fresh.tolist()), 1
+    )
     assert np.array_equal(hits.ids[:, 0], fresh)
     assert not np.isin(hits.ids, ids[:10]).any()
 
@@ -249,12 +251,12 @@ def test_a_long_lived_reader_sees_another_processs_sync(
     writer = Store.open(tmp_path)  # as `lookalike index` in another process
     fresh = add(writer, data.vectors(5), "b")
     # Mid-index: rows appended, no sync yet. The reader answers from what it knew.
-    hits = reader.search(writer.vectors_for(fresh), 1)
+    hits = reader.search(writer.vectors_for(fresh.tolist()), 1)
     assert not np.isin(hits.ids, fresh).any()
     remove(writer, ids[:10])
     IndexManager(writer, kind=kind).sync()
 
-    hits = reader.search(writer.vectors_for(fresh), 1)
+    hits = reader.search(writer.vectors_for(fresh.tolist()), 1)
     assert np.array_equal(hits.ids[:, 0], fresh)
     check_hits(writer, queries, reader.search(queries, 10), 10)
     assert not np.isin(reader.search(queries, 50).ids, ids[:10]).any()

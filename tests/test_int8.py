@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -91,7 +92,7 @@ def test_own_identity_and_cache_file(int8: Int8FeatureModel, fp32: TorchFeatureM
     assert "Mul" not in ops and "Cast" not in ops, ops
     # A second start reads the cached file: no export, no calibration.
     before = onnx_backend.export_count
-    again = create_embedder(INT8)
+    again: Any = create_embedder(INT8)
     assert onnx_backend.export_count == before and again.onnx_path() == path
 
 
@@ -127,7 +128,7 @@ def test_imagenet_top1_with_the_float_head() -> None:
     int8 = create_embedder(INT8, ModelOptions(pool="avg"))
     assert isinstance(int8, Int8FeatureModel)
 
-    network = el.build_network("efficientnet-lite0", el.weights_path("efficientnet-lite0"))
+    network: Any = el.build_network("efficientnet-lite0", el.weights_path("efficientnet-lite0"))
     photos = imagenet_photos()
     features = torch.from_numpy(_features(int8, [p for p, _ in photos]))
     with torch.inference_mode():
@@ -151,7 +152,7 @@ def test_two_stage_int8_keeps_gem_in_float_and_stays_close(fp32: TorchFeatureMod
     two = ModelOptions(pool="gem-2stage")
     int8 = create_embedder(INT8, two)
     assert isinstance(int8, Int8FeatureModel) and int8.info.dim == 1600
-    float_graph = create_embedder("efficientnet-lite0", two)
+    float_graph: Any = create_embedder("efficientnet-lite0", two)
     images = [load_image(p, int8.draft_size) for p, _ in imagenet_photos()]
     got, want = int8.embed_images(images), float_graph.embed_images(images)
     for part in (slice(0, 1280), slice(1280, 1600)):

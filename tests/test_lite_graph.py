@@ -12,10 +12,12 @@ import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import Result
+from PIL import Image
 
 from lookalike.errors import ModelError
 from lookalike.images import load_image
@@ -108,11 +110,11 @@ def test_tf_same_padding_is_asymmetric_on_stride_2() -> None:
 
 def _torch_export(name: str, pool: str) -> TorchFeatureModel:
     """Today's export (torch.onnx of the efficientnet_lite_pytorch network), not cached."""
-    ours = create_embedder(name, ModelOptions(pool=pool))
+    ours: Any = create_embedder(name, ModelOptions(pool=pool))  # a LiteFeatureModel
     info = dataclasses.replace(ours.info, weights_id="none")  # "none": nothing is cached
     weights = el.weights_path(name)
 
-    def factory() -> torch.nn.Module:
+    def factory() -> Any:
         network = el.build_network(name, weights)
         if pool == "gem-2stage":
             return el.two_stage_module(network)
@@ -124,7 +126,7 @@ def _torch_export(name: str, pool: str) -> TorchFeatureModel:
 
 
 @pytest.fixture(scope="module")
-def photos() -> list[object]:
+def photos() -> list[Image.Image]:
     return list(source_photos())  # 13 real photos bundled with scikit-image/scikit-learn
 
 
@@ -135,9 +137,9 @@ def photos() -> list[object]:
     + [("efficientnet-lite0", "gem"), ("efficientnet-lite0", "gem-2stage")]
     + [("efficientnet-lite2", "gem-2stage")],  # its last block is 352-ch wide
 )
-def test_same_vectors_as_the_torch_export(name: str, pool: str, photos: list[object]) -> None:
+def test_same_vectors_as_the_torch_export(name: str, pool: str, photos: list[Image.Image]) -> None:
     reference = _torch_export(name, pool)
-    ours = create_embedder(name, ModelOptions(pool=pool))
+    ours: Any = create_embedder(name, ModelOptions(pool=pool))
     built = LiteFeatureModel(
         dataclasses.replace(ours.info, weights_id="none"),  # export afresh, bypass the cache
         lambda: pytest.fail("the PyTorch-free model built a torch module"),
@@ -210,7 +212,8 @@ def test_torch_backend_without_torch_names_the_extra(monkeypatch: pytest.MonkeyP
     with pytest.raises(ModelError, match=r"needs PyTorch: pip install 'lookalike\[torch\]'"):
         create_embedder("efficientnet-lite0", ModelOptions(backend="torch"))
     # The default backend does not need it.
-    assert create_embedder("efficientnet-lite0").backend == "onnx"
+    default: Any = create_embedder("efficientnet-lite0")
+    assert default.backend == "onnx"
 
 
 def test_fit_without_torch_is_a_one_line_error(

@@ -14,7 +14,7 @@ pytest.importorskip("pymilvus")
 from pymilvus.exceptions import MilvusException
 
 from lookalike.backends import milvus_client
-from lookalike.backends.locations import parse_db
+from lookalike.backends.locations import MilvusLocation, parse_db
 from lookalike.errors import CollectionError
 
 WHERE = "milvus://127.0.0.1:19530/photos"
@@ -107,6 +107,7 @@ def test_milvus_lite_retries_while_a_killed_process_server_winds_down(
     # After kill -9 nobody holds the file's lock, but the old server still runs a moment.
     flaky_client.failures = 2
     location = parse_db(f"milvus-lite://{tmp_path / 'lite.db'}")
+    assert isinstance(location, MilvusLocation)
     assert isinstance(milvus_client.connect(location), FlakyClient)
     assert flaky_client.starts == 3
 
@@ -129,6 +130,7 @@ def test_milvus_lite_in_use_by_a_live_process_fails_at_once(
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         location = parse_db(f"milvus-lite://{tmp_path / 'lite.db'}")
+        assert isinstance(location, MilvusLocation)
         with pytest.raises(CollectionError, match="is another process using this file"):
             milvus_client.connect(location)
         assert flaky_client.starts == 0  # never started: a failed start deletes the lock

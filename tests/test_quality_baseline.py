@@ -19,6 +19,7 @@ from lookalike.collection import Collection
 from lookalike.evaluation.runner import evaluate
 from lookalike.models import DEFAULT_MODEL
 from lookalike.reranking import Rerank
+from lookalike.results import QueryResult
 
 
 def _hard_copies(image: Image.Image) -> dict[str, Image.Image]:
@@ -82,7 +83,7 @@ def test_verify_reranking_finds_the_hard_copies_originals(
         plain = col.search(files, k=k)
         checked = col.search(files, k=k, rerank=Rerank("verify"))
 
-    def ranks(results: list) -> np.ndarray:  # type: ignore[type-arg]
+    def ranks(results: list[QueryResult]) -> np.ndarray:
         found = [
             next((h.rank for h in r.results if Path(h.path).parent.name == f.parent.name), 0)
             for r, f in zip(results, files, strict=True)

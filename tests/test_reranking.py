@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ def unit(deg: float) -> list[float]:
     return [math.cos(math.radians(deg)), math.sin(math.radians(deg))]
 
 
-def searcher(db: np.ndarray):  # type: ignore[no-untyped-def]
+def searcher(db: np.ndarray) -> Any:
     ids = np.arange(len(db), dtype=np.int64)
 
     def neighbours(q: np.ndarray, k: int) -> SearchHits:

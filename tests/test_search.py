@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,13 +44,14 @@ def _check(hits: list[list[Hit]], expected: list[list[tuple[int, float]]], metri
         np.testing.assert_allclose([h.score for h in got], [s for _, s in want], atol=1e-5)
         if metric == "euclidean":
             dist = [np.sqrt(max(2 - 2 * s, 0.0)) for _, s in want]
-            np.testing.assert_allclose([h.distance for h in got], dist, atol=1e-3)
+            got_distances = np.array([h.distance for h in got], dtype=float)  # None: nan
+            np.testing.assert_allclose(got_distances, dist, atol=1e-3)
         else:
             assert all(h.distance is None for h in got)
 
 
 @pytest.fixture
-def random_collection(db: Path) -> Collection:
+def random_collection(db: Path) -> Iterator[Collection]:
     """A collection holding 700 random unit vectors (no files behind them)."""
     col = Collection.open(db, model=TEST_MODEL, create=True)
     dim = col.store.dim

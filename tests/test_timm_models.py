@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -172,7 +173,7 @@ def test_preprocessing_normalises_with_the_checkpoint_statistics(allow_random: N
 # ----- where the weights come from ----------------------------------------------------------
 
 
-def save_checkpoint(path: Path, seed: int) -> torch.nn.Module:
+def save_checkpoint(path: Path, seed: int) -> Any:
     """A full test_resnet (classifier included, as published) with seeded weights."""
     from safetensors.torch import save_file
 
@@ -183,7 +184,7 @@ def save_checkpoint(path: Path, seed: int) -> torch.nn.Module:
     return network
 
 
-def reference_features(network: torch.nn.Module, embedder: object, images: list) -> np.ndarray:
+def reference_features(network: Any, embedder: object, images: list[Any]) -> np.ndarray:
     preprocess = embedder.preprocess  # type: ignore[attr-defined]
     batch = np.stack([preprocess(im) for im in images])
     with torch.inference_mode():

@@ -9,6 +9,7 @@ import json
 import math
 import threading
 import zlib
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -516,7 +517,7 @@ def raw_get(app: FastAPI, raw_path: bytes) -> tuple[int, bytes]:
         "client": ("127.0.0.1", 1234),
         "server": ("testserver", 80),
     }
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
     requested = False
 
     async def receive() -> dict[str, Any]:
@@ -527,7 +528,7 @@ def raw_get(app: FastAPI, raw_path: bytes) -> tuple[int, bytes]:
         await asyncio.Future()  # the client never disconnects; cancelled when done
         raise AssertionError("unreachable")
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     asyncio.run(app(scope, receive, send))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +105,7 @@ def embed_files(
     paths: Sequence[Path],
     batch_size: int = 32,
     workers: int | None = None,
-) -> Iterator[EmbeddedBatch]:
+) -> Generator[EmbeddedBatch, None, None]:
     """Embed ``paths`` in order, yielding EmbeddedBatches of at most ``batch_size`` inputs
     (exactly that many, but for the last, unless the embedder runs in lanes)."""
     if batch_size < 1:
