@@ -203,11 +203,12 @@ def test_rerank_parameter(client: TestClient, col: Collection) -> None:
 
 
 @pytest.mark.skipif(not verify.available(), reason="needs OpenCV (the verify extra)")
-def test_verify_upload_compares_files_without_the_store_lock(
+def test_verify_compares_files_without_the_store_lock(
     app: FastAPI, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The store lock is held for each store read, not while verify compares image files
-    (~0.2 s a search), so thumbnails and browsing are not held up meanwhile."""
+    (~0.2 s a search), so thumbnails and browsing are not held up meanwhile: for an
+    upload and for "more like this" by id."""
     service = app.state.service
     lock = service._store_lock
     held: dict[str, list[bool]] = {"search": [], "check": []}
@@ -229,6 +230,16 @@ def test_verify_upload_compares_files_without_the_store_lock(
     assert Path(checked.json()[0]["results"][0]["path"]).stem.startswith("chelsea")
     assert held["search"] and all(held["search"])  # store reads: under the lock
     assert held["check"] and not any(held["check"])  # file comparisons: without it
+    held["search"].clear()
+    held["check"].clear()
+    cat = ids_by_name(service.collection)["chelsea"]
+    by_id = client.get("/api/search", params={"id": cat, "k": 3, "rerank": "verify"})
+    assert by_id.status_code == 200, by_id.text
+    assert cat not in [h["id"] for h in by_id.json()[0]["results"]]
+    assert held["search"] and all(held["search"])
+    assert held["check"] and not any(held["check"])
+    missing = client.get("/api/search", params={"id": 10**9, "k": 3, "rerank": "verify"})
+    assert missing.status_code == 404
 
 
 def test_k_larger_than_the_collection(client: TestClient, col: Collection) -> None:

@@ -344,11 +344,14 @@ class Collection:
         metric: str = "cosine",
         rerank: Rerank | None = None,
         under: str | os.PathLike[str] | None = None,
+        store_lock: AbstractContextManager[Any] | None = None,
     ) -> list[QueryResult]:
-        """ "More like this": neighbours of indexed images, themselves excluded."""
+        """ "More like this": neighbours of indexed images, themselves excluded.
+        ``store_lock``: as for search_vectors."""
         _check_search_args(k, metric)
-        records = [self.backend.get(int(i)) for i in ids]
-        vectors = self.backend.vectors_for([r.id for r in records])
+        with store_lock or nullcontext():
+            records = [self.backend.get(int(i)) for i in ids]
+            vectors = self.backend.vectors_for([r.id for r in records])
         exclude = np.array([r.id for r in records], dtype=np.int64)
         hits = self.search_vectors(
             vectors,
@@ -358,6 +361,7 @@ class Collection:
             rerank=rerank,
             under=under,
             sources=[r.path for r in records],
+            store_lock=store_lock,
         )
         return [QueryResult(r.path, h) for r, h in zip(records, hits, strict=True)]
 

@@ -19,6 +19,7 @@ from typing import Any
 from PIL import Image
 
 from lookalike.collection import Collection
+from lookalike.errors import CollectionError
 from lookalike.reranking import Rerank
 from lookalike.results import DuplicateGroup, QueryResult
 from lookalike.store import ImageRecord
@@ -64,7 +65,7 @@ class CollectionService:
         with self._model_lock:
             vectors = self.collection.embed_images([image])
         # The store lock is taken for each store read only: `verify` then compares image
-        # files (~0.2 s) while thumbnails and browsing go on.
+        # files (~0.2 s) while thumbnails and browsing go on (search_id too).
         hits = self.collection.search_vectors(
             vectors,
             k,
@@ -88,7 +89,16 @@ class CollectionService:
         with self._store_lock:
             if self.collection.find(image_id) is None:
                 return None
-            return self.collection.search_by_id([image_id], k, metric, rerank, under)[0]
+        try:
+            found = self.collection.search_by_id(
+                [image_id], k, metric, rerank, under, store_lock=self._store_lock
+            )
+        except CollectionError:
+            with self._store_lock:  # removed by another process since the check above
+                if self.collection.find(image_id) is None:
+                    return None
+            raise
+        return found[0]
 
     def find(self, image_id: int) -> ImageRecord | None:
         with self._store_lock:
