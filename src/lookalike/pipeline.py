@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,28 +132,35 @@ def embed_files(
                 future.cancel()
 
 
-def _add(batch: EmbeddedBatch, prepared: list[Any], index: int, outcome: Prepared) -> None:
-    """Record one file's outcome in ``batch``; its model input goes to ``prepared``."""
-    if isinstance(outcome, str):
-        batch.failures.append((index, outcome))
-    else:
-        prepared.append(outcome.model_input)
-        batch.sizes.append(outcome.size)
-        batch.reads.append(outcome.read)
-        batch.indices.append(index)
+def _batch_of(
+    embedder: Embedder,
+    outcomes: Iterable[tuple[int, Prepared]],
+    embed: Callable[[Sequence[Any]], FloatArray],
+) -> EmbeddedBatch:
+    """One batch from (input index, outcome) pairs: failures recorded with their reason,
+    the model inputs of the rest embedded by ``embed`` in one call."""
+    batch = EmbeddedBatch(indices=[], vectors=np.zeros((0, embedder.info.dim), np.float32))
+    prepared: list[Any] = []
+    for index, outcome in outcomes:
+        if isinstance(outcome, str):
+            batch.failures.append((index, outcome))
+        else:
+            prepared.append(outcome.model_input)
+            batch.sizes.append(outcome.size)
+            batch.reads.append(outcome.read)
+            batch.indices.append(index)
+    if prepared:
+        batch.vectors = embed(prepared)
+    return batch
 
 
 def _next_batch(
     embedder: Embedder, pending: deque[tuple[int, Future[Prepared]]], batch_size: int
 ) -> EmbeddedBatch:
-    batch = EmbeddedBatch(indices=[], vectors=np.zeros((0, embedder.info.dim), np.float32))
-    prepared: list[Any] = []
-    while pending and len(batch.indices) + len(batch.failures) < batch_size:
-        index, future = pending.popleft()
-        _add(batch, prepared, index, future.result())
-    if prepared:
-        batch.vectors = embedder.embed_prepared(prepared)
-    return batch
+    # Popped one at a time as each result comes: what is still pending can be cancelled.
+    taken = (pending.popleft() for _ in range(min(batch_size, len(pending))))
+    outcomes = ((index, future.result()) for index, future in taken)
+    return _batch_of(embedder, outcomes, embedder.embed_prepared)
 
 
 def slice_sizes(total: int, batch_size: int, lanes: int) -> list[int]:
@@ -176,13 +183,8 @@ MIN_SLICE = 4
 
 def _embed_slice(embedder: Embedder, paths: Sequence[Path], start: int) -> EmbeddedBatch:
     """Decode ``paths`` (the files from ``start`` on), then embed them on this core."""
-    batch = EmbeddedBatch(indices=[], vectors=np.zeros((0, embedder.info.dim), np.float32))
-    prepared: list[Any] = []
-    for offset, path in enumerate(paths):
-        _add(batch, prepared, start + offset, _prepare_one(embedder, path))
-    if prepared:
-        batch.vectors = embedder.embed_serial(prepared)
-    return batch
+    outcomes = ((i, _prepare_one(embedder, path)) for i, path in enumerate(paths, start))
+    return _batch_of(embedder, outcomes, embedder.embed_serial)
 
 
 def _embed_per_core(
