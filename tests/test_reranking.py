@@ -109,6 +109,55 @@ def test_k_reciprocal_with_lam_one_is_the_plain_order() -> None:
     assert np.argsort(d, kind="stable").tolist() == np.argsort(-(x @ q), kind="stable").tolist()
 
 
+def _k_reciprocal_by_sets(
+    q: np.ndarray, x: np.ndarray, k1: int, k2: int, lam: float
+) -> list[float]:
+    """Zhong et al.'s steps written out with Python sets, in float64 (the reference)."""
+    points = np.vstack([q, x]).astype(np.float64)
+    m = len(points)
+    dist = np.maximum(2.0 - 2.0 * points @ points.T, 0.0)
+    dist /= dist.max(axis=1, keepdims=True)
+    order = [list(np.argsort(dist[i], kind="stable")) for i in range(m)]
+
+    def recip(i: int, k: int) -> set[int]:
+        return {j for j in order[i][: k + 1] if i in order[j][: k + 1]}
+
+    enc = np.zeros((m, m))
+    for i in range(m):
+        near = recip(i, min(k1, m - 1))
+        members = set(near)
+        for c in near:
+            half = recip(c, min(int(np.around(k1 / 2)), m - 1))
+            if len(half & near) > 2 / 3 * len(half):
+                members |= half
+        for j in members:
+            enc[i, j] = math.exp(-dist[i, j])
+        enc[i] /= enc[i].sum()
+    if k2 > 1:
+        enc = np.array([enc[order[i][:k2]].mean(axis=0) for i in range(m)])
+    out = []
+    for c in range(1, m):
+        overlap = np.minimum(enc[0], enc[c]).sum()
+        out.append(float((1 - overlap / (2 - overlap)) * (1 - lam) + dist[0, c] * lam))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_k_reciprocal_equals_the_papers_steps_written_with_sets(seed: int) -> None:
+    # The matrix version (float32) against the set-by-set one, ties from exact copies too.
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, 32))
+    x = centres[rng.integers(0, 3, 40)] + rng.normal(size=(40, 32)) * 0.8
+    x[1:3] = x[5]  # exact duplicates
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[0] + 0.3 * rng.normal(size=32)
+    q /= np.linalg.norm(q)
+    k1, k2 = (20, 6) if seed % 2 else (8, 3)
+    got = k_reciprocal_distances(q, x.astype(np.float32), k1=k1, k2=k2, lam=0.6)
+    want = _k_reciprocal_by_sets(q, x, k1, k2, 0.6)
+    assert got == pytest.approx(want, abs=1e-5)
+
+
 def test_excluded_id_takes_no_part() -> None:
     # The query is itself indexed (id 0, at 0 degrees): excluded, it neither appears nor
     # expands the query (else q' would stay at 0 and the order would not change).
