@@ -288,10 +288,10 @@ def test_duplicates_says_a_two_stage_collection_was_not_calibrated_for(
 ) -> None:
     """`duplicates` notes on stderr that its threshold was calibrated for gem, not for
     gem-2stage (which groups more distinct images); a gem collection gets no such note."""
-    from lookalike.cli.duplicates_cmd import TWO_STAGE_NOTE
+    from lookalike.cli.duplicates_cmd import GRID_NOTE, TWO_STAGE_NOTE
     from lookalike.collection import Collection
 
-    for pool in ("gem-2stage", "gem"):
+    for pool in ("gem-2stage", "gem-grid", "gem"):
         db = tmp_path / pool
         options = ModelOptions(pool=pool, backend="onnx")
         with Collection.open(db, model="efficientnet-lite0", create=True, model_options=options):
@@ -301,6 +301,7 @@ def test_duplicates_says_a_two_stage_collection_was_not_calibrated_for(
         assert result.exit_code == 0, result.stderr
         json.loads(result.stdout)  # stdout stays clean JSON
         assert (f"note: {TWO_STAGE_NOTE}" in result.stderr) == (pool == "gem-2stage")
+        assert (f"note: {GRID_NOTE}" in result.stderr) == (pool == "gem-grid")
 
 
 def test_a_two_stage_collection_keeps_its_pooling(tmp_path: Path, photos: dict[str, Path]) -> None:
@@ -326,9 +327,35 @@ def test_a_two_stage_collection_keeps_its_pooling(tmp_path: Path, photos: dict[s
         col.index([photos["rocket"]])
 
 
-def test_timm_models_refuse_the_two_stage_pool() -> None:
-    with pytest.raises(ModelError, match="gem-2stage is for the EfficientNet-Lite models"):
-        create_embedder("vgg16", ModelOptions(pool="gem-2stage"))
+@pytest.mark.parametrize("pool", ["gem-2stage", "gem-grid"])
+def test_timm_models_refuse_the_two_stage_pools(pool: str) -> None:
+    with pytest.raises(ModelError, match=f"{pool} is for the EfficientNet-Lite models"):
+        create_embedder("vgg16", ModelOptions(pool=pool))
+
+
+def test_a_grid_collection_keeps_its_pooling(tmp_path: Path, photos: dict[str, Path]) -> None:
+    """--pool gem-grid: 4480-d (lite0's 1280 + 320 + 9 cells x 320); the collection reopens
+    with it and refuses gem-2stage, whose vectors are a prefix of its own."""
+    from lookalike.collection import Collection
+    from lookalike.errors import ModelMismatchError
+
+    db = tmp_path / "db"
+    grid = ModelOptions(pool="gem-grid", backend="onnx")
+    with Collection.open(db, model="efficientnet-lite0", create=True, model_options=grid) as col:
+        col.index([photos["astronaut"], photos["chelsea"]])
+    with Collection.open(db) as col:
+        assert col.embedder.info.preprocessing["pool"] == "gem-grid"
+        assert (
+            col.store.dim
+            == col.embedder.info.dim
+            == el.feature_dim(col.embedder.info.name, "gem-grid")
+            == 4480
+        )
+    with (
+        Collection.open(db, model_options=ModelOptions(pool="gem-2stage")) as col,
+        pytest.raises(ModelMismatchError, match="preprocessing"),
+    ):
+        col.index([photos["rocket"]])
 
 
 # --- the pretrained networks on real photos --------------------------------------------------

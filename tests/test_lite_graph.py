@@ -108,6 +108,32 @@ def test_tf_same_padding_is_asymmetric_on_stride_2() -> None:
     assert same_padding(7, 1, 1) == [0, 0, 0, 0]
 
 
+def test_grid_cells_tile_the_map_edge_to_edge() -> None:
+    from lookalike.models.pooling import grid_cells
+
+    # (kernel, stride): 3 windows per side, the first at row 0, the last ending at the edge.
+    assert grid_cells(7) == (3, 2)  # lite0 at 224: rows 0-2, 2-4, 4-6
+    assert grid_cells(8) == (4, 2)  # lite1 at 240: 0-3, 2-5, 4-7
+    assert grid_cells(9) == (3, 3)  # lite2 at 260: 0-2, 3-5, 6-8
+    for side in range(3, 20):
+        kernel, stride = grid_cells(side)
+        assert 2 * stride + kernel == side
+
+
+def test_grid_features_are_the_gem_of_each_cell() -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    fmap = rng.uniform(-1, 3, size=(2, 4, 7, 7)).astype(np.float32)
+    got = onnx_backend.grid_features(torch.from_numpy(fmap)).numpy()
+    want = np.zeros((2, 4, 3, 3))
+    for i, top in enumerate((0, 2, 4)):
+        for j, left in enumerate((0, 2, 4)):
+            cell = np.clip(fmap[:, :, top : top + 3, left : left + 3], 1e-6, None)
+            want[:, :, i, j] = (cell.astype(np.float64) ** 3).mean(axis=(2, 3)) ** (1 / 3)
+    assert got.shape == (2, 36)
+    np.testing.assert_allclose(got, want.reshape(2, 36), rtol=1e-5)
+
+
 def _torch_export(name: str, pool: str) -> TorchFeatureModel:
     """Today's export (torch.onnx of the efficientnet_lite_pytorch network), not cached."""
     ours: Any = create_embedder(name, ModelOptions(pool=pool))  # a LiteFeatureModel
@@ -116,8 +142,8 @@ def _torch_export(name: str, pool: str) -> TorchFeatureModel:
 
     def factory() -> Any:
         network = el.build_network(name, weights)
-        if pool == "gem-2stage":
-            return el.two_stage_module(network)
+        if pool in ("gem-2stage", "gem-grid"):
+            return el.two_stage_module(network, grid=pool == "gem-grid")
         return onnx_backend.pooled_features(network, pool, "extract_features")
 
     return TorchFeatureModel(
@@ -135,7 +161,8 @@ def photos() -> list[Image.Image]:
     ("name", "pool"),
     [(n, "avg") for n in LITE]
     + [("efficientnet-lite0", "gem"), ("efficientnet-lite0", "gem-2stage")]
-    + [("efficientnet-lite2", "gem-2stage")],  # its last block is 352-ch wide
+    + [("efficientnet-lite2", "gem-2stage")]  # its last block is 352-ch wide
+    + [("efficientnet-lite0", "gem-grid"), ("efficientnet-lite2", "gem-grid")],  # 7x7, 9x9 maps
 )
 def test_same_vectors_as_the_torch_export(name: str, pool: str, photos: list[Image.Image]) -> None:
     reference = _torch_export(name, pool)

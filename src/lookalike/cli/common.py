@@ -85,7 +85,9 @@ def _model_options(f: F, model_help: str) -> F:
         help=(
             "Global pooling of the last feature map (default: the collection's; for a new "
             "one gem with the EfficientNet-Lite models, avg with timm models). gem-2stage "
-            "(EfficientNet-Lite): GeM of the last block's map too, 1600-d for lite0."
+            "(EfficientNet-Lite): GeM of the last block's map too, 1600-d for lite0. "
+            "gem-grid: gem-2stage plus that map over a 3x3 grid, 4480-d for lite0, for "
+            "`lookalike fit` on images with a fixed layout."
         ),
     )(f)
     f = click.option(

@@ -6,7 +6,8 @@ wheel: no download, ever); the ONNX graph is built from them without PyTorch
 the ``torch`` extra) is only needed for ``backend="torch"`` and as the tests' reference.
 The embedding is the GeM (p = 3; or, with ``pool="avg"``, the average) pool of the last
 feature map, 1280-d; ``pool="gem-2stage"`` (``models.pooling``) adds the GeM of the last
-block's map (1600-d for lite0).
+block's map (1600-d for lite0), and ``pool="gem-grid"`` that map over a 3x3 grid too
+(4480-d for lite0).
 Each variant also comes quantised to int8 (``efficientnet-liteN-int8``, see ``int8``):
 faster on CPU, vectors close to but not the same as the float model's (lite0-int8 is the
 default where the CPU has int8 dot products, see ``defaults``).
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from lookalike.errors import ModelError, WeightsNotFoundError
 from lookalike.models.base import ModelInfo
-from lookalike.models.pooling import GEM, GEM_TWO_STAGE
+from lookalike.models.pooling import GEM, GEM_GRID, GRID, STAGE_POOLS
 from lookalike.models.preprocess import RECIPE, Preprocess
 from lookalike.models.registry import ModelEntry, ModelOptions, register
 
@@ -185,8 +186,8 @@ def create(
 
     def factory() -> torch.nn.Module:
         network = build_network(name, weights)
-        if pool == GEM_TWO_STAGE:
-            return two_stage_module(network)
+        if pool in STAGE_POOLS:
+            return two_stage_module(network, grid=pool == GEM_GRID)
         return pooled_features(network, pool, "extract_features")
 
     model = LiteInt8FeatureModel if int8 else LiteFeatureModel
@@ -196,14 +197,19 @@ def create(
 
 
 def feature_dim(name: str, pool: str) -> int:
-    """The vector's length: the head's 1280, plus the last block's channels for gem-2stage."""
-    return DIM + (_variant(name).stage_channels if pool == GEM_TWO_STAGE else 0)
+    """The vector's length: the head's 1280, plus the last block's channels for gem-2stage,
+    plus those channels per grid cell for gem-grid."""
+    stage = _variant(name).stage_channels
+    if pool == GEM_GRID:
+        return DIM + stage * (1 + GRID * GRID)
+    return DIM + (stage if pool in STAGE_POOLS else 0)
 
 
-def two_stage_module(network: torch.nn.Module) -> torch.nn.Module:
-    """``gem-2stage`` features of the PyTorch network (the graph's reference in the tests,
-    and ``backend="torch"``): its ``extract_features``, keeping the last block's map."""
-    return _two_stage_class()(network)
+def two_stage_module(network: torch.nn.Module, grid: bool = False) -> torch.nn.Module:
+    """``gem-2stage`` (or with ``grid``, ``gem-grid``) features of the PyTorch network (the
+    graph's reference in the tests, and ``backend="torch"``): its ``extract_features``,
+    keeping the last block's map."""
+    return _two_stage_class()(network, grid)
 
 
 @functools.cache
@@ -213,9 +219,10 @@ def _two_stage_class() -> type[torch.nn.Module]:
     from lookalike.models.onnx_backend import two_stage_features
 
     class TwoStageFeatures(torch.nn.Module):
-        def __init__(self, network: torch.nn.Module) -> None:
+        def __init__(self, network: torch.nn.Module, grid: bool) -> None:
             super().__init__()
             self.network = network
+            self.grid = grid
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             net: Any = self.network  # efficientnet_lite_pytorch's EfficientNet, in eval mode
@@ -224,7 +231,7 @@ def _two_stage_class() -> type[torch.nn.Module]:
                 x = block(x)  # no drop connect: eval mode ignores it anyway
             stage = x
             x = net._swish(net._bn1(net._conv_head(x)))
-            return two_stage_features(x, stage)
+            return two_stage_features(x, stage, self.grid)
 
     return TwoStageFeatures
 

@@ -10,7 +10,8 @@ convolutions, as ``torch.onnx.export`` does in eval mode.
 The graph takes (n, H, W, 3) uint8 pixels and normalises them first (Transpose, Cast,
 Mul, Add: the layout ``quantize.fold_input_normalisation`` expects), then pools the last
 feature map ("avg" or "gem") to the (n, 1280) features, or with "gem-2stage" also the last
-block's map (``models.pooling``), or gives the ImageNet logits.
+block's map, and with "gem-grid" that map over a grid of cells too (``models.pooling``), or
+gives the ImageNet logits.
 """
 
 from __future__ import annotations
@@ -23,7 +24,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookalike.errors import ModelError
-from lookalike.models.pooling import AVG, GEM, GEM_EPS, GEM_P, GEM_TWO_STAGE, POOLS, STAGE_WEIGHT
+from lookalike.models.pooling import (
+    AVG,
+    GEM,
+    GEM_EPS,
+    GEM_GRID,
+    GEM_P,
+    GEM_TWO_STAGE,
+    GRID_WEIGHT,
+    POOLS,
+    STAGE_WEIGHT,
+    grid_cells,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -129,11 +141,17 @@ def build_graph(
             [x, builder.const("fc_w", weight), builder.const("fc_b", builder.take("_fc.bias"))],
         )
         output = "logits"
-    elif pool == GEM_TWO_STAGE:
+    elif pool in (GEM_TWO_STAGE, GEM_GRID):
         head = builder.unit(builder.pooled(x, GEM))
         stage = builder.unit(builder.pooled(last_block, GEM))
         stage = builder.node("Mul", [stage, builder.const("stage_weight", np.array(STAGE_WEIGHT))])
-        x = builder.node("Concat", [head, stage], axis=1)
+        parts = [head, stage]
+        if pool == GEM_GRID:
+            grid = builder.unit(builder.grid_pooled(last_block, side))
+            parts.append(
+                builder.node("Mul", [grid, builder.const("grid_weight", np.array(GRID_WEIGHT))])
+            )
+        x = builder.node("Concat", parts, axis=1)
         output = "features"
     else:
         x = builder.pooled(x, pool)
@@ -280,6 +298,16 @@ class _Builder:
             y = self.node("ReduceMean", [y], axes=[2, 3], keepdims=0)
             return self.node("Pow", [y, self.shared("gem_inv_p", 1.0 / GEM_P)])
         raise ModelError(f"unknown pool {pool!r}; use one of: {', '.join(POOLS)}")
+
+    def grid_pooled(self, x: str, side: int) -> str:
+        """GeM over each cell of a grid on a side x side map, flattened channel-major
+        (channel 0's cells first), as onnx_backend.grid_features."""
+        kernel, stride = grid_cells(side)
+        y = self.node("Clip", [x, self.shared("gem_min", GEM_EPS)])
+        y = self.node("Pow", [y, self.shared("gem_p", GEM_P)])
+        y = self.node("AveragePool", [y], kernel_shape=[kernel, kernel], strides=[stride, stride])
+        y = self.node("Pow", [y, self.shared("gem_inv_p", 1.0 / GEM_P)])
+        return self.node("Flatten", [y], axis=1)
 
     def unit(self, x: str) -> str:
         """Rows scaled to length 1 (GeM's clamp keeps every row away from zero)."""

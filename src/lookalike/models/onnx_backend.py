@@ -36,7 +36,15 @@ import numpy as np
 from lookalike.errors import LookalikeError, ModelError
 from lookalike.models import runtime
 from lookalike.models.base import Embedder, ModelInfo
-from lookalike.models.pooling import GEM_EPS, GEM_P, MAP_POOLS, POOLS, STAGE_WEIGHT
+from lookalike.models.pooling import (
+    GEM_EPS,
+    GEM_P,
+    GRID_WEIGHT,
+    MAP_POOLS,
+    POOLS,
+    STAGE_WEIGHT,
+    grid_cells,
+)
 from lookalike.models.preprocess import Preprocess
 from lookalike.models.registry import ModelOptions
 from lookalike.models.torch_extra import require_torch, torch_available
@@ -416,13 +424,30 @@ def pooled_features(
     return _pooled_class()(backbone, pool, method)
 
 
-def two_stage_features(feature_map: torch.Tensor, stage_map: torch.Tensor) -> torch.Tensor:
-    """``gem-2stage`` (models.pooling) from the last map and an earlier stage's map."""
+def two_stage_features(
+    feature_map: torch.Tensor, stage_map: torch.Tensor, grid: bool = False
+) -> torch.Tensor:
+    """``gem-2stage`` (models.pooling) from the last map and an earlier stage's map; with
+    ``grid``, ``gem-grid``: the stage's map over a grid of cells too."""
     import torch
 
     head = torch.nn.functional.normalize(global_pool(feature_map, "gem"), dim=1)
     stage = torch.nn.functional.normalize(global_pool(stage_map, "gem"), dim=1)
-    return torch.cat([head, STAGE_WEIGHT * stage], dim=1)
+    parts = [head, STAGE_WEIGHT * stage]
+    if grid:
+        parts.append(GRID_WEIGHT * torch.nn.functional.normalize(grid_features(stage_map), dim=1))
+    return torch.cat(parts, dim=1)
+
+
+def grid_features(feature_map: torch.Tensor) -> torch.Tensor:
+    """(n, c, s, s) -> (n, c * cells^2): GeM of each grid cell (models.pooling.grid_cells),
+    channel-major, as lite_graph's grid_pooled."""
+    import torch
+
+    kernel, stride = grid_cells(feature_map.shape[-1])
+    powered = feature_map.clamp(min=GEM_EPS).pow(GEM_P)
+    cells = torch.nn.functional.avg_pool2d(powered, kernel, stride)
+    return cells.pow(1.0 / GEM_P).flatten(1)
 
 
 @functools.cache
