@@ -20,14 +20,7 @@ def sample_photos() -> dict[str, Image.Image]:
     from sklearn.datasets import load_sample_images
 
     photos = {}
-    for name in (
-        "astronaut",
-        "chelsea",
-        "coffee",
-        "rocket",
-        "immunohistochemistry",
-        "hubble_deep_field",
-    ):
+    for name in ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field"):
         try:
             photos[name] = Image.fromarray(getattr(data, name)())
         except Exception as exc:  # a data file missing from this scikit-image build
