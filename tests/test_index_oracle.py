@@ -190,6 +190,7 @@ def test_add_and_remove_sequences_stay_correct_without_rebuilding(
         check_hits(store, queries, hits, 50)
         truth = oracle(store, queries, 10)
         assert recall_at_k(hits.scores[:, :10], truth.scores) >= 0.95
+        assert_vectors_of_is_the_store(manager, store, rng.choice(live, 60, replace=False))
     # Every live vector can still be found: each stored vector finds itself first.
     probe = rng.choice(live, 100, replace=False)
     mine = manager.search(store.vectors_for(probe.tolist()), 1)
@@ -221,6 +222,13 @@ def test_the_index_persists_and_reloads_without_rebuilding(
     assert second.describe() == first.describe()
     report = second.sync()  # nothing changed: nothing to do
     assert report["rebuilt"] is False and report["added"] == report["removed"] == 0
+    assert_vectors_of_is_the_store(second, reopened, np.array(sorted(vector_of(reopened)))[::37])
+
+
+def assert_vectors_of_is_the_store(manager: IndexManager, store: Store, ids: np.ndarray) -> None:
+    """What re-ranking reads: the stored vectors of live ids, bit for bit."""
+    ids = np.sort(np.asarray(ids, dtype=np.int64))
+    np.testing.assert_array_equal(manager.vectors_of(ids), store.vectors_for(ids.tolist()))
 
 
 def test_a_stale_index_is_brought_up_to_date_before_searching(tmp_path: Path, data: Data) -> None:
