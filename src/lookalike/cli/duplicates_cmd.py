@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from lookalike.cli.common import db_option, echo_index_note, emit_json, json_option
+from lookalike.models.pooling import GEM_GRID, GEM_TWO_STAGE
 
 # Measured (BENCHMARKS.md, "`duplicates` on a `gem-2stage` collection"): 13 false groups
 # against 6 for gem in a 416-photo library, the same planted copies found.
@@ -21,6 +22,7 @@ GRID_NOTE = (
     "duplicates: its gem-2stage part alone already groups more distinct images than gem; a "
     "collection indexed with the default pooling finds duplicates more precisely"
 )
+POOL_NOTES = {GEM_TWO_STAGE: TWO_STAGE_NOTE, GEM_GRID: GRID_NOTE}
 
 
 @click.command("duplicates")
@@ -87,9 +89,7 @@ def duplicates_command(
         echo_index_note(col)
         if col.duplicates_note:
             click.echo(f"note: {col.duplicates_note}", err=True)
-        note = {"gem-2stage": TWO_STAGE_NOTE, "gem-grid": GRID_NOTE}.get(
-            col.model_options.pool or ""
-        )
+        note = POOL_NOTES.get(col.model_options.pool or "")
         if note:
             click.echo(f"note: {note}", err=True)
     if pairs:

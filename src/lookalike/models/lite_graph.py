@@ -30,9 +30,9 @@ from lookalike.models.pooling import (
     GEM_EPS,
     GEM_GRID,
     GEM_P,
-    GEM_TWO_STAGE,
     GRID_WEIGHT,
     POOLS,
+    STAGE_POOLS,
     STAGE_WEIGHT,
     grid_cells,
 )
@@ -141,7 +141,7 @@ def build_graph(
             [x, builder.const("fc_w", weight), builder.const("fc_b", builder.take("_fc.bias"))],
         )
         output = "logits"
-    elif pool in (GEM_TWO_STAGE, GEM_GRID):
+    elif pool in STAGE_POOLS:
         head = builder.unit(builder.pooled(x, GEM))
         stage = builder.unit(builder.pooled(last_block, GEM))
         stage = builder.node("Mul", [stage, builder.const("stage_weight", np.array(STAGE_WEIGHT))])
@@ -293,9 +293,7 @@ class _Builder:
         if pool == AVG:
             return self.node("ReduceMean", [x], axes=[2, 3], keepdims=0)
         if pool == GEM:
-            y = self.node("Clip", [x, self.shared("gem_min", GEM_EPS)])
-            y = self.node("Pow", [y, self.shared("gem_p", GEM_P)])
-            y = self.node("ReduceMean", [y], axes=[2, 3], keepdims=0)
+            y = self.node("ReduceMean", [self.powered(x)], axes=[2, 3], keepdims=0)
             return self.node("Pow", [y, self.shared("gem_inv_p", 1.0 / GEM_P)])
         raise ModelError(f"unknown pool {pool!r}; use one of: {', '.join(POOLS)}")
 
@@ -303,11 +301,16 @@ class _Builder:
         """GeM over each cell of a grid on a side x side map, flattened channel-major
         (channel 0's cells first), as onnx_backend.grid_features."""
         kernel, stride = grid_cells(side)
-        y = self.node("Clip", [x, self.shared("gem_min", GEM_EPS)])
-        y = self.node("Pow", [y, self.shared("gem_p", GEM_P)])
-        y = self.node("AveragePool", [y], kernel_shape=[kernel, kernel], strides=[stride, stride])
+        y = self.node(
+            "AveragePool", [self.powered(x)], kernel_shape=[kernel] * 2, strides=[stride] * 2
+        )
         y = self.node("Pow", [y, self.shared("gem_inv_p", 1.0 / GEM_P)])
         return self.node("Flatten", [y], axis=1)
+
+    def powered(self, x: str) -> str:
+        """GeM's first steps: the map clamped away from zero, raised to p."""
+        y = self.node("Clip", [x, self.shared("gem_min", GEM_EPS)])
+        return self.node("Pow", [y, self.shared("gem_p", GEM_P)])
 
     def unit(self, x: str) -> str:
         """Rows scaled to length 1 (GeM's clamp keeps every row away from zero)."""
