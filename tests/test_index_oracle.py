@@ -390,3 +390,30 @@ def test_auto_picks_exact_for_small_collections_and_hnsw_above(
     assert IndexManager(store, memory_budget=ivfpq).sync()["kind"] == "ivfpq"
     with pytest.raises(IndexBuildError, match="too small"):
         IndexManager(store, memory_budget=ivfpq // 2).sync()
+
+
+@pytest.mark.parametrize("sq8", [False, True])
+def test_the_float_graph_hands_back_its_vectors_as_added_and_sq8_does_not(sq8: bool) -> None:
+    """held_vectors (what re-ranking reads on a float HNSW graph): bit for bit the vectors
+    added, for live ids only, an id removed and added again as its new vector; None for
+    8-bit codes, or when any id asked for is not held."""
+    from lookalike.index.hnsw import HNSWIndex
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = HNSWIndex(16, sq8=sq8)
+    index.add(np.arange(300, dtype=np.int64) * 7, vectors)
+    asked = np.array([0, 70, 2093], dtype=np.int64)
+    if sq8:
+        assert index.held_vectors(asked) is None
+        return
+    np.testing.assert_array_equal(index.held_vectors(asked), vectors[[0, 10, 299]])
+    index.remove(np.array([70], dtype=np.int64))
+    assert index.held_vectors(asked) is None  # 70 is gone
+    assert index.held_vectors(np.array([5], dtype=np.int64)) is None  # never added
+    again = -vectors[10]
+    index.add(np.array([70], dtype=np.int64), again[None, :])
+    np.testing.assert_array_equal(
+        index.held_vectors(asked), np.stack([vectors[0], again, vectors[299]])
+    )

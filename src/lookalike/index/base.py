@@ -56,3 +56,8 @@ class VectorIndex(ABC):
     def describe(self) -> dict[str, Any]:
         """Kind, parameters and measured quality, for `lookalike info`."""
         return {"kind": self.kind, "count": len(self)}
+
+    def held_vectors(self, ids: IdArray) -> FloatArray | None:
+        """The vectors of these ids as added, bit for bit, when the index holds them
+        uncompressed and has them all; else None (read them from the collection)."""
+        return None

@@ -427,7 +427,8 @@ class IndexManager:
         """Stored vectors of these image ids, in order (re-ranking at search time)."""
         self._ensure_ready()
         if self._index is not None:
-            return self._vectors_of(ids)
+            held = self._index.held_vectors(ids)
+            return self._vectors_of(ids) if held is None else held
         # Exact search keeps row ids, not a lookup table: one is built from the same rows.
         if self._row_ids is None:
             self._row_ids = self.store.row_ids()
