@@ -284,3 +284,17 @@ def test_verified_search_checks_files_and_passes_over_the_missing(tmp_path: Path
     assert check(0, np.array([0, 1, 2, 3])).tolist() == [True, False, False, False]
     assert check(0, np.array([3, 0])).tolist() == [False, True]
     assert asked == [[0, 1, 2, 3]]  # paths once known are not asked for again
+
+
+@pytest.mark.parametrize("m", [1, 2, 51, 300])
+def test_rank_positions_are_the_stable_argsorts_ties_and_negative_zero_included(m: int) -> None:
+    """k-reciprocal's ranking trick (bits of each distance, its column below them) must
+    give what a stable argsort gives, ties broken by column, -0.0 tied with 0.0."""
+    from lookalike.reranking import _rank_positions
+
+    rng = np.random.default_rng(m)
+    dist = rng.integers(0, 4, size=(m, m)).astype(np.float32) / 3  # many exact ties
+    dist[rng.random((m, m)) < 0.2] = -0.0
+    dist[:, : m // 2] += rng.random((m, m // 2)).astype(np.float32) * 1e-30  # subnormals
+    expected = np.argsort(np.argsort(dist, axis=1, kind="stable"), axis=1, kind="stable")
+    np.testing.assert_array_equal(_rank_positions(dist), expected)
