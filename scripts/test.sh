@@ -5,6 +5,13 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-venv.sh full
 # Headless Chromium for the browser end-to-end test (Debian packages; needs root or sudo).
 bash scripts/install-browser.sh || echo "warning: could not install chromium; the browser test will be skipped" >&2
+# Debian's wallpapers for the hard-copies quality test (needs root or sudo); once they are
+# in, the test must find them (it fails rather than skips).
+if bash scripts/install-test-photos.sh; then
+  export LOOKALIKE_REQUIRE_WALLPAPERS=1
+else
+  echo "warning: could not install the wallpaper packages; their quality test will be skipped" >&2
+fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
 # A fresh `pip install .` (no extras) in a temp dir: size, index + search offline, no torch.
