@@ -318,8 +318,9 @@ def fit_vectors(
                 f"{options.kind} adapters learn from classes: need images in at least 2 class "
                 f"folders, found {len(data.classes)} (--kind pca needs no classes)"
             )
-        x, y = x[labelled], data.labels[labelled]
-        views = [v[labelled] for v in views]
+        if not labelled.all():  # a copy of every vector only when some must go
+            x, views = x[labelled], [v[labelled] for v in views]
+        y = data.labels[labelled]
     else:
         y = data.labels
     if len(x) < 2:
@@ -441,9 +442,12 @@ def train_projection(
         # dimensions of ReLU features up into noise (-0.5 points of P@10, BENCHMARKS.md).
         std = np.full_like(std, std.mean())
     std = std + 1e-6
-    # (views, n, d): view 0 is the vectors themselves.
-    stacked = np.stack([x, *(views or [])])
-    xs = torch.from_numpy(((stacked - mean) / std).astype(np.float32))
+    # (views, n, d): view 0 is the vectors themselves. Standardised in place: the whole
+    # expression would hold three more copies of every view at once (BENCHMARKS.md).
+    stacked = np.stack([x, *(views or [])]).astype(np.float32, copy=False)
+    stacked -= mean.astype(np.float32)
+    stacked /= std.astype(np.float32)
+    xs = torch.from_numpy(stacked)
     ys = torch.from_numpy(y.astype(np.int64))
     members: list[list[tuple[FloatArray, FloatArray]]] = []
     history: list[dict[str, float]] = []
