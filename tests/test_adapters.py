@@ -186,6 +186,25 @@ def test_supervised_kinds_need_two_classes() -> None:
         fit_vectors(data, FitOptions())
 
 
+def test_a_fit_larger_than_the_machine_is_refused_before_training(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Killed by the OOM killer is no answer: the fit says what it needs and what to do."""
+    import lookalike.fitting as fitting
+
+    data = clustered(20)
+    data.views = [data.vectors.copy()]
+    needed = fitting.fit_memory_bytes(60, 64, 2)
+    assert needed == 4 * 60 * 64 * 2 * 4
+    monkeypatch.setattr(fitting, "physical_memory_bytes", lambda: needed - 1)
+    with pytest.raises(AdapterError, match=r"60 images of 64-d vectors \(2 view\(s\) each\)"):
+        fit_vectors(data, FitOptions(epochs=1))
+    monkeypatch.setattr(fitting, "physical_memory_bytes", lambda: needed)
+    fit_vectors(data, FitOptions(epochs=1))  # exactly enough: fits
+    monkeypatch.setattr(fitting, "physical_memory_bytes", lambda: 1)
+    fit_vectors(data, FitOptions(kind="pca", dim=8))  # pca holds a covariance, not copies
+
+
 # ----- folders, collections and the CLI ---------------------------------------------------
 
 

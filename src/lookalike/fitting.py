@@ -43,6 +43,7 @@ import numpy.typing as npt
 
 from lookalike.adapters import KINDS, Adapter, AdapterError
 from lookalike.errors import ModelMismatchError
+from lookalike.memory import physical_memory_bytes
 from lookalike.models import DEFAULT_MODEL, Embedder, ModelOptions
 from lookalike.models.torch_extra import require_torch
 from lookalike.vectors import FloatArray, l2_normalize
@@ -325,6 +326,8 @@ def fit_vectors(
         y = data.labels
     if len(x) < 2:
         raise AdapterError(f"need at least 2 images to fit an adapter, found {len(x)}")
+    if options.kind in SUPERVISED:
+        _check_memory(len(x), int(x.shape[1]), 1 + len(views))
     train, val = split(y, options.val_fraction, options.seed)
     report = FitReport(
         out="",
@@ -372,6 +375,29 @@ def fit_vectors(
             f"{report.val_precision_after:.4f} with it"
         )
     return adapter, report
+
+
+# Peak memory of a supervised fit, in multiples of its input (the vectors and their views):
+# the input, its normalised copy, the training rows and their standardised stack, measured
+# at 3.83x (benchmarks/fit_memory.py, BENCHMARKS.md "fit's memory"); rounded up.
+FIT_MEMORY_FACTOR = 4.0
+
+
+def fit_memory_bytes(images: int, dim: int, views: int) -> int:
+    """About the most memory a supervised fit of these vectors holds at once."""
+    return int(FIT_MEMORY_FACTOR * images * dim * views * 4)
+
+
+def _check_memory(images: int, dim: int, views: int) -> None:
+    """Refuse a fit that cannot fit in this machine's memory, rather than be killed."""
+    needed, total = fit_memory_bytes(images, dim, views), physical_memory_bytes()
+    if needed > total:
+        raise AdapterError(
+            f"fitting {images} images of {dim}-d vectors ({views} view(s) each) needs about "
+            f"{needed / 2**30:.1f} GiB of memory, more than this machine's "
+            f"{total / 2**30:.1f} GiB; fit on fewer images, with --no-mirror (one view), or "
+            "with a --pool of smaller vectors (gem: 1280-d for lite0)"
+        )
 
 
 def split(

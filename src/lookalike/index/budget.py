@@ -10,10 +10,10 @@ through the page cache (exact reads all of it per query, the others a short list
 from __future__ import annotations
 
 import math
-import os
 import re
 
 from lookalike.errors import IndexBuildError
+from lookalike.memory import physical_memory_bytes
 
 KINDS = ("auto", "exact", "hnsw", "hnsw-sq8", "ivfpq")
 APPROXIMATE_KINDS = ("hnsw", "hnsw-sq8", "ivfpq")
@@ -54,11 +54,7 @@ def format_bytes(n: float) -> str:
 
 def default_budget() -> int:
     """A quarter of physical memory: room for the index without crowding out the rest."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 8 << 30
-    return int(total) // 4
+    return physical_memory_bytes() // 4
 
 
 def ivf_nlist(n: int) -> int:
