@@ -8,17 +8,10 @@ images), so that settings can be chosen without looking at the test: 120 queries
 with one original. Scored as the test scores them (k = 5: mAP@5 = the mean reciprocal rank
 of the original, P@5), with the reports' pipeline in the same run.
 
-A third set, ``wallpapers``, is there for statistical power: the same edits on the desktop
-photos and pictures of five Debian packages (never used to choose anything), with the
-other two sets' photos as extra gallery images. Install them with
-``apt-get install plasma-workspace-wallpapers mate-backgrounds gnome-backgrounds
-ukui-wallpapers lomiri-wallpapers-20.04`` (or ``apt-get download`` them and ``dpkg -x`` each
-into one folder, then pass its ``usr/share`` as ``--wallpaper-root``). Pictures that are
-variants of one another are kept once, by rules that involve no model: one size of each
-picture (Plasma's largest; "Elephants" not also "Elephants_3840x2160"), GNOME's light
-version without its dark one ("grid-l", not "grid-d"), and no picture whose 16x16 grey
-thumbnail correlates above 0.95 with one kept before it (MATE's colour variants of one
-design correlate at 0.99; the closest two distinct pictures at 0.90).
+A third set, ``wallpapers``, is there for statistical power: the same edits on the 79
+desktop pictures of five Debian packages (wallpapers.py: which, and how variants are kept
+once), never used to choose anything, with the other two sets' photos as extra gallery
+images.
 
 Usage: python benchmarks/hard_copies.py [--set validation|test|wallpapers] [--models a,b@avg/r3]
 Prints one JSON object per model.
@@ -44,6 +37,7 @@ from lookalike.evaluation.runner import EvalResult, evaluate
 from lookalike.reranking import parse_rerank
 from model_spec import model_spec
 from near_duplicates import distractors
+from wallpapers import wallpaper_photos
 
 K = 5
 SIDE = 400  # as the tests' photos: the long side
@@ -79,63 +73,10 @@ def _test_photos() -> dict[str, Image.Image]:
     return {n: Image.fromarray(np.ascontiguousarray(a, dtype=np.uint8)) for n, a in arrays.items()}
 
 
-WALLPAPER_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-VARIANT_CORRELATION = 0.95
-
-
-def _wallpaper_files(share: Path) -> list[Path]:
-    """One file per picture: the largest size of each Plasma wallpaper (not its dark
-    version); under backgrounds/, no other size of a picture kept and no GNOME dark
-    version of a light one."""
-    files = []
-    for folder in sorted((share / "wallpapers").glob("*/contents/images")):
-        sizes = [p for p in folder.iterdir() if p.suffix.lower() in WALLPAPER_SUFFIXES]
-        if sizes:
-            files.append(max(sizes, key=lambda p: _pixels(p.stem)))
-    backgrounds = sorted(
-        p for p in (share / "backgrounds").rglob("*") if p.suffix.lower() in WALLPAPER_SUFFIXES
-    )
-    stems = {p.stem for p in backgrounds}
-    for path in backgrounds:
-        base, _, size = path.stem.rpartition("_")
-        if (base in stems and _pixels(size)) or (
-            path.stem.endswith("-d") and path.stem[:-2] + "-l" in stems
-        ):
-            continue
-        files.append(path)
-    return files
-
-
-def _pixels(stem: str) -> int:
-    width, _, height = stem.partition("x")
-    return int(width) * int(height) if width.isdigit() and height.isdigit() else 0
-
-
-def _wallpaper_photos(share: Path) -> dict[str, Image.Image]:
-    photos: dict[str, Image.Image] = {}
-    kept: list[np.ndarray] = []
-    for path in _wallpaper_files(share):
-        image = Image.open(path).convert("RGB")
-        image.thumbnail((SIDE, SIDE), Image.Resampling.LANCZOS)
-        grey = np.asarray(ImageOps.grayscale(image).resize((16, 16)), dtype=np.float64).ravel()
-        grey = (grey - grey.mean()) / max(float(grey.std()), 1e-9)
-        if any(float(grey @ other) / len(grey) > VARIANT_CORRELATION for other in kept):
-            continue
-        kept.append(grey)
-        name = path.parent.parent.parent.name if path.parent.name == "images" else path.stem
-        photos[f"wallpaper-{name}"] = image
-    if len(photos) < 20:
-        raise SystemExit(
-            f"{share}: {len(photos)} wallpapers found; install the packages named in "
-            "benchmarks/hard_copies.py's docstring, or pass --wallpaper-root"
-        )
-    return photos
-
-
 def build(which: str, root: Path, wallpaper_root: Path = Path("/usr/share")) -> tuple[Path, Path]:
     gallery, queries = root / "gallery", root / "queries"
     if which == "wallpapers":
-        photos = _wallpaper_photos(wallpaper_root)
+        photos = wallpaper_photos(wallpaper_root, SIDE)
         for name, image in {**_foolbox_photos(), **_test_photos()}.items():
             image = image.convert("RGB")
             image.thumbnail((SIDE, SIDE), Image.Resampling.LANCZOS)
@@ -180,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         reports_first = dict(zip(out["query_paths"], out["top1_correct"], strict=True))
         row = {k: out[k] for k in ("queries", "gallery", "precision_at_k", "map_at_k")}
         row["at_rank_1"] = round(float(np.mean(out["top1_correct"])), 4)
-        row["at_rank_1_by_edit"] = _by_edit(reports_first)
+        row["at_rank_1_by_edit"] = by_edit(reports_first)
         print(json.dumps({"set": args.set, "model": reports_pipeline.NAME, **row}), flush=True)
     for spec in args.models.split(","):
         name, options = model_spec(spec)
@@ -195,17 +136,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         summary = result.to_json()
         row = {k: summary[k] for k in ("queries", "gallery", "precision_at_k", "map_at_k")}
-        first = _first_hit_is_the_original(result)
+        first = first_hit_is_the_original(result)
         row["at_rank_1"] = round(float(np.mean(list(first.values()))), 4)
-        row["at_rank_1_by_edit"] = _by_edit(first)
+        row["at_rank_1_by_edit"] = by_edit(first)
         if reports_first is not None:
-            row["against_reports_at_rank_1"] = _paired(first, reports_first)
+            row["against_reports_at_rank_1"] = paired(first, reports_first)
         row["rerank"] = result.rerank
         print(json.dumps({"set": args.set, "model": spec, **row}), flush=True)
     return 0
 
 
-def _first_hit_is_the_original(result: EvalResult) -> dict[str, bool]:
+def first_hit_is_the_original(result: EvalResult) -> dict[str, bool]:
     """Per query path: is the first hit the query's original (its folder's one image)?"""
     first = result.neighbours[:, 0]
     names = [Path(result.gallery_paths[i]).parent.name if i >= 0 else "" for i in first]
@@ -215,7 +156,7 @@ def _first_hit_is_the_original(result: EvalResult) -> dict[str, bool]:
     }
 
 
-def _by_edit(first: dict[str, bool]) -> dict[str, float]:
+def by_edit(first: dict[str, bool]) -> dict[str, float]:
     edits = sorted({Path(p).stem for p in first})
     return {
         e: round(float(np.mean([ok for p, ok in first.items() if Path(p).stem == e])), 3)
@@ -223,7 +164,7 @@ def _by_edit(first: dict[str, bool]) -> dict[str, float]:
     }
 
 
-def _paired(ours: dict[str, bool], theirs: dict[str, bool]) -> dict[str, float]:
+def paired(ours: dict[str, bool], theirs: dict[str, bool]) -> dict[str, float]:
     """Queries only one of the two gets right at rank 1, and the two-sided sign test's p
     for that split (small p: the difference is unlikely to be chance)."""
     wins = sum(ours[p] and not theirs[p] for p in ours)

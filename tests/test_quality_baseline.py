@@ -96,11 +96,11 @@ def test_default_is_above_the_reports_on_hard_copies_of_debians_wallpapers(
     reports = load_benchmark("reports_pipeline").evaluate(gallery, queries, k)
     ours = evaluate(gallery, DEFAULT_MODEL, k=k, queries_dir=queries, cache_root=tmp_path / "c")
     assert ours.to_json()["queries"] == reports["queries"] >= 6 * 60
-    ours_first = hard_copies._first_hit_is_the_original(ours)
+    ours_first = hard_copies.first_hit_is_the_original(ours)
     reports_first = dict(zip(reports["query_paths"], reports["top1_correct"], strict=True))
     assert ours.to_json()["map_at_k"] >= reports["map_at_k"], (ours.to_json(), reports)
     assert np.mean(list(ours_first.values())) >= np.mean(reports["top1_correct"])
-    paired = hard_copies._paired(ours_first, reports_first)
+    paired = hard_copies.paired(ours_first, reports_first)
     assert paired["wins"] > paired["losses"], paired
 
 
