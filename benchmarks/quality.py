@@ -16,6 +16,10 @@ identity bump).
 
 - fashion-mnist: leave-one-out over the 10,000 test images (Debian's dataset-fashion-mnist);
   precision@k, mAP@k, recall@k, k-NN accuracy.
+- photos / photos-val: stamp_photos.py's cut-out photos on white (issue 9's six classes,
+  132 photos; ten other classes, 94, for choosing), leave-one-out, always at k = 5 as the
+  issue scored them; each query's precision is paired with the reports' (the mean
+  difference and a bootstrap 95% interval).
 - near-duplicates: the altered copies of benchmarks/near_duplicates.py as queries against
   originals + distractors; recall@1 and mAP@k of finding the original (mAP@k here is the
   mean reciprocal rank within k, each query having exactly one original), and recall@1
@@ -47,10 +51,14 @@ from lookalike.models import list_models
 from lookalike.paths import cache_dir
 from model_spec import model_spec
 from near_duplicates import build as build_near_duplicates
+from stamp_photos import SETS, write_stamp_photos
 
-DATASETS = ("fashion-mnist", "near-duplicates")
-# Validation split for choosing settings (never the reported figures): Fashion-MNIST train.
-VALIDATION = ("fashion-mnist-val",)
+DATASETS = ("fashion-mnist", "near-duplicates", "photos")
+# Validation sets for choosing settings (never the reported figures): Fashion-MNIST train,
+# other classes of stamp photos.
+VALIDATION = ("fashion-mnist-val", "photos-val")
+STAMP_SETS = tuple(SETS)
+PHOTOS_K = 5  # the issue's photo set was scored at k = 5
 BASELINE = "raw-pixels"
 REPORTS = reports_pipeline.NAME  # the reports' plain script, computed in the same run
 
@@ -73,6 +81,10 @@ def prepare(dataset: str, work: Path, per_class: int | None = None) -> tuple[Pat
         suffix = "" if per_class is None else f"-{per_class}"
         folder = work / f"fashion-mnist-{split}{suffix}"
         write_fashion_mnist(folder, split=split, per_class=per_class)
+        return folder, None
+    if dataset in STAMP_SETS:
+        folder = work / dataset
+        write_stamp_photos(dataset, folder)
         return folder, None
     if dataset == "near-duplicates":
         folder = work / "near-duplicates"
@@ -125,6 +137,7 @@ def reports_row(dataset: str, gallery: Path, queries: Path | None, k: int) -> di
     started = time.perf_counter()
     out = reports_pipeline.evaluate(gallery, queries, k)
     paths, top1 = out.pop("query_paths"), np.asarray(out.pop("top1_correct"), dtype=float)
+    REPORTS_PRECISION[dataset] = dict(zip(paths, out.pop("precision_per_query"), strict=True))
     out = {"dataset": dataset, **out, "seconds": round(time.perf_counter() - started, 2)}
     out["images_per_second"] = round(out["embedded"] / max(out["embed_seconds"], 1e-9), 1)
     if dataset.startswith("near-duplicates"):
@@ -135,6 +148,29 @@ def reports_row(dataset: str, gallery: Path, queries: Path | None, k: int) -> di
             for name in dict.fromkeys(alterations)
         }
     return out
+
+
+REPORTS_PRECISION: dict[str, dict[str, float]] = {}  # dataset -> query path -> its P@k
+
+
+def against_reports(dataset: str, result: EvalResult) -> dict[str, float] | None:
+    """Each query's P@k minus the reports' on it: the mean, and a paired bootstrap 95%
+    interval (10,000 resamples of the queries); None without the reports' row."""
+    theirs = REPORTS_PRECISION.get(dataset)
+    if theirs is None:
+        return None
+    diff = np.array(
+        [p - theirs[q] for q, p in zip(result.query_paths, result.scores.precision, strict=True)]
+    )
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), (10_000, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {
+        "mean": round(float(diff.mean()), 4),
+        "ci95": [round(float(low), 4), round(float(high), 4)],
+        "better": int((diff > 0).sum()),
+        "worse": int((diff < 0).sum()),
+    }
 
 
 def markdown(rows: list[dict[str, Any]], k: int) -> str:
@@ -176,14 +212,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for dataset in args.datasets.split(","):
         gallery, queries = prepare(dataset, work, args.per_class)
+        k = PHOTOS_K if dataset in STAMP_SETS else args.k
         if not args.no_reports:
-            rows.append(reports_row(dataset, gallery, queries, args.k))
+            rows.append(reports_row(dataset, gallery, queries, k))
             print(json.dumps(rows[-1]), flush=True)
         for model in models:
             started = time.perf_counter()
             name, options = model_spec(model)
-            result = evaluate(gallery, name, k=args.k, queries_dir=queries, model_options=options)
+            result = evaluate(gallery, name, k=k, queries_dir=queries, model_options=options)
             rows.append({**row(dataset, result, time.perf_counter() - started), "model": model})
+            paired = against_reports(dataset, result)
+            if paired is not None:
+                rows[-1]["precision_against_reports"] = paired
             print(json.dumps(rows[-1]), flush=True)
     if args.markdown:
         print(markdown(rows, args.k), file=sys.stderr)

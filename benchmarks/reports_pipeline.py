@@ -101,6 +101,7 @@ def evaluate(gallery_dir: Path, queries_dir: Path | None, k: int) -> dict[str, A
         "embed_seconds": round(embed_seconds, 3),
         "query_paths": [str(p) for p in queries.paths],
         "top1_correct": (g_labels[neighbours[:, 0]] == q_labels).tolist(),
+        "precision_per_query": scores.precision.tolist(),
     }
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the photos of the wallpaper hard-copies test (tests/test_quality_baseline.py,
-# benchmarks/hard_copies.py --set wallpapers): the desktop pictures of five Debian
-# packages, ~200 MB, no dependencies. Non-interactive, quiet, idempotent.
+# Installs the photos of the quality tests (tests/test_quality_baseline.py): the desktop
+# pictures of five Debian packages (benchmarks/wallpapers.py, for hard copies) and Tux
+# Paint's stamps (benchmarks/stamp_photos.py, cut-out photos in classes); ~420 MB, no
+# dependencies. Non-interactive, quiet, idempotent.
 set -euo pipefail
-PACKAGES="plasma-workspace-wallpapers mate-backgrounds gnome-backgrounds ukui-wallpapers lomiri-wallpapers-20.04"
+PACKAGES="plasma-workspace-wallpapers mate-backgrounds gnome-backgrounds ukui-wallpapers lomiri-wallpapers-20.04 tuxpaint-stamps-default"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

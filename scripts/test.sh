@@ -5,12 +5,12 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-venv.sh full
 # Headless Chromium for the browser end-to-end test (Debian packages; needs root or sudo).
 bash scripts/install-browser.sh || echo "warning: could not install chromium; the browser test will be skipped" >&2
-# Debian's wallpapers for the hard-copies quality test (needs root or sudo); once they are
-# in, the test must find them (it fails rather than skips).
+# Debian's wallpapers and Tux Paint's stamps for the quality tests (needs root or sudo);
+# once they are in, the tests must find them (they fail rather than skip).
 if bash scripts/install-test-photos.sh; then
-  export LOOKALIKE_REQUIRE_WALLPAPERS=1
+  export LOOKALIKE_REQUIRE_TEST_PHOTOS=1
 else
-  echo "warning: could not install the wallpaper packages; their quality test will be skipped" >&2
+  echo "warning: could not install the test photos' packages; their quality tests will be skipped" >&2
 fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy

@@ -69,16 +69,42 @@ def test_default_is_at_least_the_reports_pipeline(
 
 
 WALLPAPERS = Path("/usr/share")
+STAMPS = Path("/usr/share/tuxpaint/stamps")
 
 
-def _wallpapers_or_skip() -> None:
-    """The Debian wallpaper packages (scripts/install-test-photos.sh) are needed; CI sets
-    LOOKALIKE_REQUIRE_WALLPAPERS=1 once they are installed, so a missing set fails there."""
-    if not (WALLPAPERS / "wallpapers").is_dir() or not (WALLPAPERS / "backgrounds").is_dir():
-        message = "needs the wallpaper packages: bash scripts/install-test-photos.sh"
-        if os.environ.get("LOOKALIKE_REQUIRE_WALLPAPERS"):
+def _installed_or_skip(*folders: Path) -> None:
+    """The Debian packages of scripts/install-test-photos.sh are needed; CI sets
+    LOOKALIKE_REQUIRE_TEST_PHOTOS=1 once they are installed, so a missing set fails there."""
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        message = f"needs {', '.join(missing)}: bash scripts/install-test-photos.sh"
+        if os.environ.get("LOOKALIKE_REQUIRE_TEST_PHOTOS"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="On issue 9's own kind of photo set (132 cut-out photos of Tux Paint's stamps in "
+    "the issue's six classes), GeM pooling gives up a little to the reports' average "
+    "pooling: P@5 0.826 vs 0.839 (each query paired: -0.014, bootstrap 95% interval "
+    "-0.030..+0.003), as it does on ten other classes (0.583 vs 0.591); the default was "
+    "chosen for Fashion-MNIST (+1.2 points) and copies. Strict: fails the day the default "
+    "reaches the reports here (BENCHMARKS.md, 'Cut-out photos in classes')",
+)
+def test_default_is_at_least_the_reports_on_the_issues_photo_set(tmp_path: Path) -> None:
+    _installed_or_skip(STAMPS)
+    folder = tmp_path / "photos"
+    load_benchmark("stamp_photos").write_stamp_photos("photos", folder, STAMPS)
+    k = 5  # as the issue scored it
+    reports = load_benchmark("reports_pipeline").evaluate(folder, None, k)
+    ours = evaluate(folder, DEFAULT_MODEL, k=k, cache_root=tmp_path / "c").to_json()
+    if not ours["queries"] == reports["queries"] == 132:  # not the comparison: a real failure
+        pytest.fail(f"expected 132 photos, got {ours['queries']} / {reports['queries']}")
+    assert ours["precision_at_k"] >= reports["precision_at_k"], (ours, reports)
+    assert ours["map_at_k"] >= reports["map_at_k"]
 
 
 @pytest.mark.slow
@@ -89,7 +115,7 @@ def test_default_is_above_the_reports_on_hard_copies_of_debians_wallpapers(
     used to choose anything), with the other sets' 30 photos as extra gallery images. The
     default must be at least the reports' pipeline in MRR@5 and rank-1 hits (measured:
     0.667 / 0.584 vs 0.612 / 0.519), and win more queries at rank 1 than it loses."""
-    _wallpapers_or_skip()
+    _installed_or_skip(WALLPAPERS / "wallpapers", WALLPAPERS / "backgrounds")
     hard_copies = load_benchmark("hard_copies")
     gallery, queries = hard_copies.build("wallpapers", tmp_path, WALLPAPERS)
     k = 5
