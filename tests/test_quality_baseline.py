@@ -51,8 +51,10 @@ def _write_set(root: Path, photo_arrays: dict[str, np.ndarray]) -> tuple[Path, P
     "0.972 (fp32); on a 120-query validation set of the same edits on other photos it is "
     "above (0.931 vs 0.919). Issue 9's 'never below' does not hold here, so issue 9 stays "
     "open; strict: this fails the day the default reaches the reports (BENCHMARKS.md, "
-    "'The identity bump'). With --rerank verify it is above them (the last test), and "
-    "on 474 hard copies of Debian's wallpapers the default alone is (the next test)",
+    "'The identity bump'). With --rerank verify it is above them "
+    "(test_verify_reranking_finds_the_hard_copies_originals), and on 474 hard copies of "
+    "Debian's wallpapers the default alone is "
+    "(test_default_is_above_the_reports_on_hard_copies_of_debians_wallpapers)",
 )
 def test_default_is_at_least_the_reports_pipeline(
     tmp_path: Path, photo_arrays: dict[str, np.ndarray]
