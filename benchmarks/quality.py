@@ -179,17 +179,19 @@ def markdown(rows: list[dict[str, Any]], k: int) -> str:
 
     lines = [
         f"| model | FMNIST P@{k} | FMNIST mAP@{k} | FMNIST R@{k} | FMNIST k-NN acc | "
-        f"near-dup recall@1 | near-dup mAP@{k} |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"near-dup recall@1 | near-dup mAP@{k} | photos P@{PHOTOS_K} | photos mAP@{PHOTOS_K} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     models = list(dict.fromkeys(r["model"] for r in rows))
     for model in models:
         fm = next((r for r in rows if r["model"] == model and "fashion" in r["dataset"]), {})
         nd = next((r for r in rows if r["model"] == model and "near" in r["dataset"]), {})
+        ph = next((r for r in rows if r["model"] == model and r["dataset"] in STAMP_SETS), {})
         lines.append(
             f"| {model} | {f(fm.get('precision_at_k'))} | {f(fm.get('map_at_k'))} | "
             f"{f(fm.get('recall_at_k'))} | {f(fm.get('knn_accuracy'))} | "
-            f"{f(nd.get('recall_at_1'))} | {f(nd.get('map_at_k'))} |"
+            f"{f(nd.get('recall_at_1'))} | {f(nd.get('map_at_k'))} | "
+            f"{f(ph.get('precision_at_k'))} | {f(ph.get('map_at_k'))} |"
         )
     return "\n".join(lines)
 
