@@ -6,7 +6,8 @@ sets with code of their own):
 - the near-duplicate queries of the even-numbered originals against the whole gallery,
   original at rank 1;
 - hard_copies.py's validation set (120 heavy edits of foolbox's photos, 30-image gallery),
-  MRR@5 and rank 1.
+  MRR@5 and rank 1;
+- stamp_photos.py's ``photos-val`` (94 cut-out photos in ten classes), leave-one-out P@5.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from datasets import write_fashion_mnist
 from lookalike.evaluation.dataset import LabelledImages, read_dataset
 from lookalike.evaluation.metrics import precision_at_k
 from near_duplicates import build as build_near_duplicates
+from stamp_photos import write_stamp_photos
 
 CACHE = Path.home() / ".cache" / "lookalike" / "benchmark-data"
 Embed = Callable[[list[Path]], np.ndarray]  # files -> (n, d) unit vectors
@@ -38,17 +40,15 @@ class ValidationSets:
     near_dup_queries: LabelledImages
     hard_gallery: LabelledImages
     hard_queries: LabelledImages
+    photos: LabelledImages
 
     def embed(self, embed: Embed) -> dict[str, np.ndarray]:
         """Vectors of every set's files, by the names score() reads."""
         return {name: embed(list(getattr(self, name).paths)) for name in self.__dataclass_fields__}
 
     def score(self, vectors: dict[str, np.ndarray]) -> dict[str, float]:
-        fm = self.fashion_mnist
-        sims = vectors["fashion_mnist"] @ vectors["fashion_mnist"].T
-        np.fill_diagonal(sims, -np.inf)
-        top = np.argsort(-sims, axis=1)[:, :10]
-        p10 = float(precision_at_k(fm.labels, fm.labels[top]).mean())
+        p10 = _leave_one_out_precision(self.fashion_mnist, vectors["fashion_mnist"], 10)
+        p5 = _leave_one_out_precision(self.photos, vectors["photos"], 5)
         g, q = self.near_dup_gallery, self.near_dup_queries
         best = (vectors["near_dup_queries"] @ vectors["near_dup_gallery"].T).argmax(axis=1)
         r1 = float((g.labels[best] == q.labels).mean())
@@ -61,7 +61,15 @@ class ValidationSets:
             "near_dup_val_r1": round(r1, 4),
             "hard_val_mrr5": round(float(reciprocal.mean()), 4),
             "hard_val_r1": round(float(hit[:, 0].mean()), 4),
+            "photos_val_p5": round(p5, 4),
         }
+
+
+def _leave_one_out_precision(images: LabelledImages, vectors: np.ndarray, k: int) -> float:
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argsort(-sims, axis=1)[:, :k]
+    return float(precision_at_k(images.labels, images.labels[top]).mean())
 
 
 def load() -> ValidationSets:
@@ -77,10 +85,13 @@ def load() -> ValidationSets:
     queries = queries.subset(np.array([queries.class_names[i] in even for i in queries.labels]))
     hard_gallery, hard_queries = hard_copies.build("validation", Path(tempfile.mkdtemp()))
     hg = read_dataset(hard_gallery)
+    photos_dir = CACHE / "photos-val"
+    write_stamp_photos("photos-val", photos_dir)
     return ValidationSets(
         read_dataset(fm_dir),
         gallery,
         queries,
         hg,
         read_dataset(hard_queries, classes=hg.class_names),
+        read_dataset(photos_dir),
     )
