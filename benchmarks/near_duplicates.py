@@ -112,7 +112,9 @@ def distractors() -> Iterator[tuple[str, Image.Image]]:
     import skimage.data
 
     for name in SKIMAGE_DISTRACTORS:
-        yield name, _to_pil(getattr(skimage.data, name)())
+        # binary_blobs draws new blobs on every call unless seeded: the same set each build.
+        args = {"rng": 0} if name == "binary_blobs" else {}
+        yield name, _to_pil(getattr(skimage.data, name)(**args))
     # The other eye of the stereo pair: a near miss, same scene from another viewpoint.
     _left, right, _disparity = skimage.data.stereo_motorcycle()
     yield "stereo_motorcycle_right", _to_pil(right)
