@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the photos of the quality tests (tests/test_quality_baseline.py): the desktop
 # pictures of five Debian packages (benchmarks/wallpapers.py, for hard copies) and Tux
-# Paint's stamps (benchmarks/stamp_photos.py, cut-out photos in classes); ~420 MB, no
-# dependencies. Non-interactive, quiet, idempotent.
+# Paint's stamps (benchmarks/stamp_photos.py, cut-out photos in classes): ~370 MB to
+# download, ~430 MB installed, no dependencies. Non-interactive, quiet, idempotent.
 set -euo pipefail
 PACKAGES="plasma-workspace-wallpapers mate-backgrounds gnome-backgrounds ukui-wallpapers lomiri-wallpapers-20.04 tuxpaint-stamps-default"
 missing=""
