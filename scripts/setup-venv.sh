@@ -27,7 +27,18 @@ fi
 # torch + torchvision first, as a matching pair: a bare `torch` requirement would
 # pull whatever is newest, and torchvision must match torch exactly.
 if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
-  pip install -q "torch==${LOOKALIKE_TORCH:-2.14.1}" "torchvision==${LOOKALIKE_TORCHVISION:-0.29.1}"
+  # The full .venv is about 6.4 GB (PyTorch's CUDA build is most of it): say so plainly
+  # rather than let pip stop half-way with "No space left on device".
+  need_kb=$((7 * 1024 * 1024))
+  free_kb=$(df -Pk .venv | awk 'NR == 2 { print $4 }')
+  if [ "${free_kb:-0}" -lt "$need_kb" ]; then
+    echo "setup-venv.sh full: needs about 7 GB free for .venv (PyTorch alone is about 5.5 GB);" \
+      "$((free_kb / 1024)) MB free on $(df -P .venv | awk 'NR == 2 { print $6 }')." \
+      "Free some space, or run 'bash scripts/setup-venv.sh light' (the demo, no PyTorch)." >&2
+    exit 1
+  fi
+  # No wheel cache: it would hold a second copy of those gigabytes.
+  pip install -q --no-cache-dir "torch==${LOOKALIKE_TORCH:-2.14.1}" "torchvision==${LOOKALIKE_TORCHVISION:-0.29.1}"
 fi
 if ! .venv/bin/python -W ignore -c "import lookalike, pytest, fastapi, timm, efficientnet_lite_pytorch, pymilvus, milvus_lite, cv2" 2>/dev/null; then
   pip install -q -e ".[all,dev]"
