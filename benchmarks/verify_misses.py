@@ -7,10 +7,15 @@ passes but ranks beyond the 30-image shortlist would be found by a deeper shortl
 whose original fails the check would not be found by any. Also counted: queries where a
 wrong image among the first 30 passes (what could push the original down).
 
+``--sweep`` then re-scores the set as `--rerank verify` would order it for other settings
+of the check (the share of matches that must be inliers, and the inliers needed), from
+the same verdicts: the original at rank 1, MRR@5, and queries where a wrong image passes.
+
 A diagnosis, not a choice: it changes no setting, so it may run on the reported sets.
 
-Usage: python benchmarks/verify_misses.py [--set wallpapers|validation|test]
-Prints one JSON object for the set, then one per edit and one for all edits.
+Usage: python benchmarks/verify_misses.py [--set wallpapers|validation|test] [--sweep]
+Prints one JSON object for the set, then one per edit and one for all edits (then one per
+swept setting).
 """
 
 from __future__ import annotations
@@ -34,11 +39,14 @@ from lookalike.evaluation.runner import evaluate
 MODEL = "efficientnet-lite0-int8"
 SHORTLIST = 30  # --rerank verify's default shortlist
 MAX_RANK = 100  # originals ranked below this count as beyond any shortlist tried
+SWEEP_SHARES = (0.6, 0.5, 0.4, 0.3, 0.2, 0.1)  # 0.6: the check's own setting
+SWEEP_INLIERS = (10, 15, 20)  # 10: search --rerank verify's own setting
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--set", choices=("validation", "test", "wallpapers"), default="wallpapers")
+    parser.add_argument("--sweep", action="store_true", help="re-score other check settings")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="lookalike-verify-misses-"))
     gallery, queries = hard_copies.build(args.set, root)
@@ -59,21 +67,47 @@ def main(argv: list[str] | None = None) -> int:
         query_id = -2 - row  # stored ids are >= 0
         query_files[query_id] = query
         verdict = verifier.check(query_id, original)
-        wrong = [i for i in neighbours[:SHORTLIST] if i != original]
+        shortlist = [(i, verifier.check(query_id, i)) for i in neighbours[:SHORTLIST]]
         rows.append(
             {
                 "edit": Path(query).stem,
                 "rank": rank,
                 "matches": verdict.matches,
                 "passes": verdict.passes(settings),
-                "wrong_passes": any(verifier.check(query_id, i).passes(settings) for i in wrong),
+                "wrong_passes": any(v.passes(settings) for i, v in shortlist if i != original),
+                "original": original,
+                "shortlist": shortlist,
             }
         )
     print(json.dumps({"set": args.set, "model": MODEL, "queries": len(rows), "gallery": size}))
     for edit in [*sorted({r["edit"] for r in rows}), "all"]:
         chosen = [r for r in rows if edit in ("all", r["edit"])]
         print(json.dumps({"edit": edit, "queries": len(chosen), **_tally(chosen)}), flush=True)
+    if args.sweep:
+        for share in SWEEP_SHARES:
+            for inliers in SWEEP_INLIERS:
+                check = verify.VerifySettings(min_inliers=inliers, min_share=share)
+                print(json.dumps({"share": share, "inliers": inliers, **_rescore(rows, check)}))
     return 0
+
+
+def _rescore(rows: list[dict[str, Any]], check: verify.VerifySettings) -> dict[str, float]:
+    """As --rerank verify orders the shortlist: those that pass first, each part in cosine
+    order; an original outside the shortlist keeps its cosine rank."""
+    first = reciprocal = wrong = 0.0
+    for r in rows:
+        passing = [i for i, v in r["shortlist"] if v.passes(check)]
+        order = passing + [i for i, _ in r["shortlist"] if i not in passing]
+        rank = order.index(r["original"]) + 1 if r["original"] in order else r["rank"]
+        first += rank == 1
+        reciprocal += 1 / rank if rank <= hard_copies.K else 0.0
+        wrong += any(i != r["original"] for i in passing)
+    n = len(rows)
+    return {
+        "at_rank_1": round(first / n, 4),
+        "mrr_at_5": round(reciprocal / n, 4),
+        "queries_a_wrong_image_passes": int(wrong),
+    }
 
 
 def _tally(rows: list[dict[str, Any]]) -> dict[str, float]:
