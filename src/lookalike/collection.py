@@ -51,6 +51,7 @@ from lookalike.results import (
 from lookalike.store import ImageRecord, Store
 from lookalike.vectors import FloatArray, IdArray, cosine_to_euclidean
 from lookalike.verified_search import QuerySource, make_verified
+from lookalike.verify import FeatureCache
 
 Query = str | os.PathLike[str] | Image.Image
 # An approximate index tuned for search misses about 1 - recall of the pairs; duplicates
@@ -78,6 +79,9 @@ class Collection:
         self.model_options = model_options or ModelOptions()
         self.adapter_path = adapter
         self._embedder = embedder
+        # Stored files' SIFT features for --rerank verify, kept across this collection's
+        # searches (a server's); OpenCV is imported only when a verified search runs.
+        self._verify_files = FeatureCache()
         self.duplicates_note: str | None = None  # what the last duplicates call skipped
 
     @property
@@ -433,7 +437,7 @@ class Collection:
                 rerank,
                 exclude_ids,
                 verified=(
-                    make_verified(rerank, sources, paths_of)
+                    make_verified(rerank, sources, paths_of, self._verify_files)
                     if rerank.method == "verify" and sources is not None
                     else None
                 ),

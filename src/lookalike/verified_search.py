@@ -3,7 +3,8 @@
 reranking.py orders candidates by vectors only; verification needs pixels, so the
 collection builds this callback from its queries (files, or images given in memory) and
 its stored paths. One Verifier per search call: each image's local features are computed
-once (bounded cache), whether it is a candidate of one query or of many.
+once (bounded cache), whether it is a candidate of one query or of many; with ``files``
+(a collection's FeatureCache) stored files' features outlive the call.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ def make_verified(
     setup: Rerank,
     sources: Sequence[QuerySource],
     paths_of: Callable[[list[int]], dict[int, str]],
+    files: verify.FeatureCache | None = None,
 ) -> Verified:
     """``sources[row]`` is query row's image; ``paths_of`` gives stored images' files."""
     if not verify.available():
         raise RerankError(f"--rerank verify needs OpenCV: {verify.INSTALL_HINT}")
     settings = replace(verify.VerifySettings(), min_inliers=setup.inliers)
     known: dict[int, QuerySource] = {}
-    verifier = verify.Verifier(lambda image_id: known[image_id], settings)
+    verifier = verify.Verifier(lambda image_id: known[image_id], settings, files=files)
 
     def verified(row: int, candidates: IdArray) -> np.ndarray:
         query_id = -2 - row  # stored ids are >= 0, and -1 is MISSING_ID

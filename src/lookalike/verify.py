@@ -10,12 +10,15 @@ has parallax, and under a tight reprojection error fewer than half fit.
 
 Needs OpenCV (the ``verify`` extra, ``opencv-python-headless``); without it ``available()``
 is False and `duplicates` says verification was skipped. Only candidate pairs are checked,
-and each image's features are computed once while they stay in a bounded cache.
+and each image's features are computed once while they stay in a bounded cache; a
+FeatureCache keeps stored files' features across Verifiers (a server's searches).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -80,15 +83,62 @@ class Features:
     descriptors: np.ndarray  # (n, 128) float32
 
 
+FileKey = tuple[str, int, int, int, int]  # path, size, mtime_ns, settings' side, features
+
+
+class FeatureCache:
+    """Files' local features, kept across Verifiers: a collection's searches with
+    ``--rerank verify`` share their shortlists' files, and SIFT on a file costs more than
+    matching it. Keyed by path, size and modification time (a rewritten file is computed
+    anew) and by the settings that shape the features. Descriptors are kept as uint8, which
+    loses nothing (OpenCV's SIFT descriptors are whole numbers in 0..255) and takes a
+    quarter of the memory: at most ``capacity`` x 1000 keypoints x 128 bytes. Thread-safe."""
+
+    def __init__(self, capacity: int = 512) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[FileKey, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(path: str, settings: VerifySettings) -> FileKey | None:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        return (path, stat.st_size, stat.st_mtime_ns, settings.side, settings.features)
+
+    def get(self, key: FileKey) -> Features | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+        points, descriptors = entry
+        return Features(points, descriptors.astype(np.float32))
+
+    def put(self, key: FileKey, features: Features) -> None:
+        compact = (features.points, features.descriptors.astype(np.uint8))
+        with self._lock:
+            self._entries[key] = compact
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class Verifier:
     """Checks pairs of images by id; ``path_of`` maps an id to its file (or to the image
-    itself, for a query that is not a file)."""
+    itself, for a query that is not a file). ``files``: features of files kept beyond
+    this Verifier (see FeatureCache)."""
 
     def __init__(
         self,
         path_of: Callable[[int], str | Image.Image],
         settings: VerifySettings | None = None,
         cache_size: int = 512,
+        files: FeatureCache | None = None,
     ) -> None:
         import cv2  # heavy, optional: imported only when verification runs
 
@@ -99,6 +149,7 @@ class Verifier:
         self._matcher = self._cv2.BFMatcher(cv2.NORM_L2)
         self._cache: OrderedDict[int, Features | None] = OrderedDict()
         self._cache_size = cache_size
+        self._files = files
         self.unreadable: list[str] = []  # files that could not be read (moved, damaged)
 
     def check(self, a: int, b: int) -> Verdict:
@@ -156,6 +207,18 @@ class Verifier:
 
     def _compute(self, image_id: int) -> Features | None:
         source = self._path_of(image_id)
+        if self._files is None or isinstance(source, Image.Image):
+            return self._extract(source)
+        key = FeatureCache.key(source, self.settings)
+        kept = self._files.get(key) if key is not None else None
+        if kept is not None:
+            return kept
+        found = self._extract(source)
+        if found is not None and key is not None:
+            self._files.put(key, found)
+        return found
+
+    def _extract(self, source: str | Image.Image) -> Features | None:
         side = self.settings.side
         if isinstance(source, Image.Image):
             image = source.copy()  # thumbnail() below works in place
