@@ -125,6 +125,13 @@ def _regional(name: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
 VARIANTS: dict[str, tuple[tuple[int, ...], Callable[[dict[str, np.ndarray]], np.ndarray]]] = {
     "gem3": ((BASE,), lambda f: l2_normalize(f[f"final-gem3@{BASE}"])),
     "avg": ((BASE,), lambda f: l2_normalize(f[f"final-avg@{BASE}"])),
+    # both global poolings in 1280 dims: the sum of the two L2-normalised vectors
+    "avg+gem3-sum": (
+        (BASE,),
+        lambda f: l2_normalize(
+            l2_normalize(f[f"final-avg@{BASE}"]) + l2_normalize(f[f"final-gem3@{BASE}"])
+        ),
+    ),
     **{
         f"gem{p}": ((BASE,), lambda f, p=p: l2_normalize(f[f"final-gem{p}@{BASE}"]))
         for p in GEM_PS

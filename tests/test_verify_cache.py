@@ -108,3 +108,13 @@ def test_a_collections_verified_searches_share_their_files_features(
     assert ids == [[h.id for h in r.results] for r in fresh]
     # Not a test that cannot fail: verify puts every crop's original first here.
     assert [r.results[0].path for r in first] == [str(p) for p in photos.values()]
+
+
+def test_descriptors_uint8_cannot_hold_stay_float() -> None:
+    cache = FeatureCache()
+    key = ("x.jpg", 1, 2, 512, 1000)
+    odd = Features(np.zeros((2, 2), np.float32), np.array([[0.5] * 128, [300.0] * 128], np.float32))
+    cache.put(key, odd)
+    kept = cache.get(key)
+    assert kept is not None
+    np.testing.assert_array_equal(kept.descriptors, odd.descriptors)

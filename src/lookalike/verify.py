@@ -91,8 +91,9 @@ class FeatureCache:
     ``--rerank verify`` share their shortlists' files, and SIFT on a file costs more than
     matching it. Keyed by path, size and modification time (a rewritten file is computed
     anew) and by the settings that shape the features. Descriptors are kept as uint8, which
-    loses nothing (OpenCV's SIFT descriptors are whole numbers in 0..255) and takes a
-    quarter of the memory: at most ``capacity`` x 1000 keypoints x 128 bytes. Thread-safe."""
+    loses nothing (OpenCV's SIFT descriptors are whole numbers in 0..255; checked on each
+    put) and takes a quarter of the memory: at most ``capacity`` x 1000 keypoints x 128
+    bytes. Thread-safe."""
 
     def __init__(self, capacity: int = 512) -> None:
         self.capacity = capacity
@@ -117,7 +118,10 @@ class FeatureCache:
         return Features(points, descriptors.astype(np.float32))
 
     def put(self, key: FileKey, features: Features) -> None:
-        compact = (features.points, features.descriptors.astype(np.uint8))
+        small = features.descriptors.astype(np.uint8)
+        # Kept as float if an OpenCV ever gives descriptors that uint8 cannot hold exactly.
+        exact = np.array_equal(small, features.descriptors)
+        compact = (features.points, small if exact else features.descriptors)
         with self._lock:
             self._entries[key] = compact
             self._entries.move_to_end(key)
