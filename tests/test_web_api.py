@@ -242,6 +242,31 @@ def test_verify_compares_files_without_the_store_lock(
     assert missing.status_code == 404
 
 
+@pytest.mark.skipif(not verify.available(), reason="needs OpenCV (the verify extra)")
+def test_verified_uploads_reuse_the_stored_files_features(
+    app: FastAPI, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's one collection keeps its files' SIFT features: a second verified
+    upload computes only its own (the first one's shortlist stays computed)."""
+    app.state.service.collection._verify_files = verify.FeatureCache()  # as a new server
+    computed: list[str] = []
+    extract = verify.Verifier._extract
+
+    def counted(self: Any, source: Any) -> Any:
+        computed.append(source if isinstance(source, str) else "<upload>")
+        return extract(self, source)
+
+    monkeypatch.setattr(verify.Verifier, "_extract", counted)
+    first = upload(client, jpeg_bytes(cat_query()), k=3, rerank="verify")
+    assert first.status_code == 200, first.text
+    assert computed.count("<upload>") == 1 and len(computed) > 1
+    computed.clear()
+    second = upload(client, jpeg_bytes(cat_query()), k=3, rerank="verify")
+    assert second.status_code == 200, second.text
+    assert computed == ["<upload>"]
+    assert second.json()[0]["results"] == first.json()[0]["results"]
+
+
 def test_k_larger_than_the_collection(client: TestClient, col: Collection) -> None:
     n = col.count()
     assert len(upload(client, jpeg_bytes(cat_query()), k=100).json()[0]["results"]) == n
