@@ -25,6 +25,7 @@ import json
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hard_copies
 from lookalike import verify
 from lookalike.evaluation.runner import evaluate
+from lookalike.reranking import Rerank, verified_first
 
 MODEL = "efficientnet-lite0-int8"
-SHORTLIST = 30  # --rerank verify's default shortlist
+SEARCH = Rerank("verify")  # search --rerank verify's own settings
+SHORTLIST = SEARCH.width
 MAX_RANK = 100  # originals ranked below this count as beyond any shortlist tried
 SWEEP_SHARES = (0.6, 0.5, 0.4, 0.3, 0.2, 0.1)  # 0.6: the check's own setting
 SWEEP_INLIERS = (10, 15, 20)  # 10: search --rerank verify's own setting
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = result.gallery_paths
     original_of = {Path(p).parent.name: i for i, p in enumerate(paths)}
     query_files: dict[int, str] = {}
-    settings = verify.VerifySettings(min_inliers=10)  # as search --rerank verify
+    settings = verify.VerifySettings(min_inliers=SEARCH.inliers)
     verifier = verify.Verifier(lambda i: paths[i] if i >= 0 else query_files[i], settings)
     rows: list[dict[str, Any]] = []
     for row, query in enumerate(result.query_paths):
@@ -66,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         rank = neighbours.index(original) + 1 if original in neighbours else MAX_RANK + 1
         query_id = -2 - row  # stored ids are >= 0
         query_files[query_id] = query
-        verdict = verifier.check(query_id, original)
         shortlist = [(i, verifier.check(query_id, i)) for i in neighbours[:SHORTLIST]]
+        checked = dict(shortlist)
+        verdict = checked[original] if original in checked else verifier.check(query_id, original)
         rows.append(
             {
                 "edit": Path(query).stem,
@@ -77,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 "wrong_passes": any(v.passes(settings) for i, v in shortlist if i != original),
                 "original": original,
                 "shortlist": shortlist,
+                "cosines": result.neighbour_scores[row, : len(shortlist)],
             }
         )
     print(json.dumps({"set": args.set, "model": MODEL, "queries": len(rows), "gallery": size}))
@@ -92,22 +97,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _rescore(rows: list[dict[str, Any]], check: verify.VerifySettings) -> dict[str, float]:
-    """As --rerank verify orders the shortlist: those that pass first, each part in cosine
-    order; an original outside the shortlist keeps its cosine rank."""
+    """Ordered by --rerank verify's own ordering (reranking.verified_first) from the
+    verdicts under ``check``; an original outside the shortlist keeps its cosine rank."""
     first = reciprocal = wrong = 0.0
     for r in rows:
-        passing = [i for i, v in r["shortlist"] if v.passes(check)]
-        order = passing + [i for i, _ in r["shortlist"] if i not in passing]
+        ids = np.array([[i for i, _ in r["shortlist"]]], dtype=np.int64)
+        passes = np.array([v.passes(check) for _, v in r["shortlist"]], dtype=bool)
+        order_by = verified_first(ids, r["cosines"][None, :], _given(passes))
+        order = ids[0, np.argsort(-order_by[0], kind="stable")].tolist()
         rank = order.index(r["original"]) + 1 if r["original"] in order else r["rank"]
         first += rank == 1
         reciprocal += 1 / rank if rank <= hard_copies.K else 0.0
-        wrong += any(i != r["original"] for i in passing)
+        wrong += bool(np.any(passes & (ids[0] != r["original"])))
     n = len(rows)
     return {
         "at_rank_1": round(first / n, 4),
         "mrr_at_5": round(reciprocal / n, 4),
         "queries_a_wrong_image_passes": int(wrong),
     }
+
+
+def _given(passes: np.ndarray) -> Callable[[int, np.ndarray], np.ndarray]:
+    """A Verified callback that answers with verdicts already computed."""
+    return lambda _row, _ids: passes
 
 
 def _tally(rows: list[dict[str, Any]]) -> dict[str, float]:
