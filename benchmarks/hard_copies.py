@@ -13,7 +13,8 @@ desktop pictures of five Debian packages (wallpapers.py: which, and how variants
 once), never used to choose anything, with the other two sets' photos as extra gallery
 images.
 
-Usage: python benchmarks/hard_copies.py [--set validation|test|wallpapers] [--models a,b@avg/r3]
+Usage: python benchmarks/hard_copies.py [--set validation|test|wallpapers[-val|-test]]
+       [--models a,b@avg/r3]
 Prints one JSON object per model.
 """
 
@@ -41,6 +42,7 @@ from wallpapers import wallpaper_photos
 
 K = 5
 SIDE = 400  # as the tests' photos: the long side
+SETS = ("validation", "test", "wallpapers", "wallpapers-val", "wallpapers-test")
 
 
 def hard_copies(image: Image.Image) -> dict[str, Image.Image]:
@@ -73,10 +75,18 @@ def _test_photos() -> dict[str, Image.Image]:
     return {n: Image.fromarray(np.ascontiguousarray(a, dtype=np.uint8)) for n, a in arrays.items()}
 
 
+def _wallpaper_half(photos: dict[str, Image.Image], which: str) -> dict[str, Image.Image]:
+    """All of them, or the pictures at even (``-val``) or odd (``-test``) positions."""
+    if which == "wallpapers":
+        return photos
+    start = 0 if which == "wallpapers-val" else 1
+    return dict(list(photos.items())[start::2])
+
+
 def build(which: str, root: Path, wallpaper_root: Path = Path("/usr/share")) -> tuple[Path, Path]:
     gallery, queries = root / "gallery", root / "queries"
-    if which == "wallpapers":
-        photos = wallpaper_photos(wallpaper_root, SIDE)
+    if which.startswith("wallpapers"):
+        photos = _wallpaper_half(wallpaper_photos(wallpaper_root, SIDE), which)
         for name, image in {**_foolbox_photos(), **_test_photos()}.items():
             image = image.convert("RGB")
             image.thumbnail((SIDE, SIDE), Image.Resampling.LANCZOS)
@@ -102,7 +112,7 @@ def build(which: str, root: Path, wallpaper_root: Path = Path("/usr/share")) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--set", choices=("validation", "test", "wallpapers"), default="validation")
+    parser.add_argument("--set", choices=SETS, default="validation")
     parser.add_argument("--wallpaper-root", type=Path, default=Path("/usr/share"))
     parser.add_argument(
         "--models", default="efficientnet-lite0@avg/r3,efficientnet-lite0,efficientnet-lite0-int8"

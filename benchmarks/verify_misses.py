@@ -10,10 +10,14 @@ wrong image among the first 30 passes (what could push the original down).
 ``--sweep`` then re-scores the set as `--rerank verify` would order it for other settings
 of the check (the share of matches that must be inliers, and the inliers needed), from
 the same verdicts: the original at rank 1, MRR@5, and queries where a wrong image passes.
+``--contrast 0.04,0.01`` computes the verdicts again with each SIFT contrast threshold
+(0.04 is OpenCV's and the check's own; lower keeps weaker keypoints, which smooth designs
+need) and prints the set's tally and the search's ordering for each.
 
 A diagnosis, not a choice: it changes no setting, so it may run on the reported sets.
 
-Usage: python benchmarks/verify_misses.py [--set wallpapers|validation|test] [--sweep]
+Usage: python benchmarks/verify_misses.py [--set wallpapers|validation|test|...] [--sweep]
+       [--contrast 0.04,0.02,0.01]
 Prints one JSON object for the set, then one per edit and one for all edits (then one per
 swept setting).
 """
@@ -26,6 +30,7 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hard_copies
 from lookalike import verify
-from lookalike.evaluation.runner import evaluate
+from lookalike.evaluation.runner import EvalResult, evaluate
 from lookalike.reranking import Rerank, verified_first
 
 MODEL = "efficientnet-lite0-int8"
@@ -48,8 +53,9 @@ SWEEP_INLIERS = (10, 15, 20)  # 10: search --rerank verify's own setting
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--set", choices=("validation", "test", "wallpapers"), default="wallpapers")
+    parser.add_argument("--set", choices=hard_copies.SETS, default="wallpapers")
     parser.add_argument("--sweep", action="store_true", help="re-score other check settings")
+    parser.add_argument("--contrast", help="SIFT contrast thresholds to compare, e.g. 0.04,0.01")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="lookalike-verify-misses-"))
     gallery, queries = hard_copies.build(args.set, root)
@@ -57,10 +63,31 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(
         gallery, MODEL, k=min(MAX_RANK, size), queries_dir=queries, cache_root=root / "c"
     )
+    settings = verify.VerifySettings(min_inliers=SEARCH.inliers, contrast=SEARCH.contrast)
+    rows = _verdicts(result, settings)
+    print(json.dumps({"set": args.set, "model": MODEL, "queries": len(rows), "gallery": size}))
+    for edit in [*sorted({r["edit"] for r in rows}), "all"]:
+        chosen = [r for r in rows if edit in ("all", r["edit"])]
+        print(json.dumps({"edit": edit, "queries": len(chosen), **_tally(chosen)}), flush=True)
+    if args.sweep:
+        for share in SWEEP_SHARES:
+            for inliers in SWEEP_INLIERS:
+                check = verify.VerifySettings(min_inliers=inliers, min_share=share)
+                print(json.dumps({"share": share, "inliers": inliers, **_rescore(rows, check)}))
+    for contrast in [float(c) for c in args.contrast.split(",")] if args.contrast else []:
+        other = replace(settings, contrast=contrast)
+        found = _verdicts(result, other)
+        tally = {"contrast": contrast, **_tally(found), **_rescore(found, other)}
+        print(json.dumps(tally), flush=True)
+    return 0
+
+
+def _verdicts(result: EvalResult, settings: verify.VerifySettings) -> list[dict[str, Any]]:
+    """Per query: its original's cosine rank, the check's verdicts on the shortlist and on
+    the original."""
     paths = result.gallery_paths
     original_of = {Path(p).parent.name: i for i, p in enumerate(paths)}
     query_files: dict[int, str] = {}
-    settings = verify.VerifySettings(min_inliers=SEARCH.inliers)
     verifier = verify.Verifier(lambda i: paths[i] if i >= 0 else query_files[i], settings)
     rows: list[dict[str, Any]] = []
     for row, query in enumerate(result.query_paths):
@@ -84,16 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cosines": result.neighbour_scores[row, : len(shortlist)],
             }
         )
-    print(json.dumps({"set": args.set, "model": MODEL, "queries": len(rows), "gallery": size}))
-    for edit in [*sorted({r["edit"] for r in rows}), "all"]:
-        chosen = [r for r in rows if edit in ("all", r["edit"])]
-        print(json.dumps({"edit": edit, "queries": len(chosen), **_tally(chosen)}), flush=True)
-    if args.sweep:
-        for share in SWEEP_SHARES:
-            for inliers in SWEEP_INLIERS:
-                check = verify.VerifySettings(min_inliers=inliers, min_share=share)
-                print(json.dumps({"share": share, "inliers": inliers, **_rescore(rows, check)}))
-    return 0
+    return rows
 
 
 def _rescore(rows: list[dict[str, Any]], check: verify.VerifySettings) -> dict[str, float]:

@@ -6,6 +6,8 @@ Goes through ``Collection.search`` with the default model, as ``lookalike search
   strip, 60-degree rotation, grey crop, wide border, squash) of foolbox's photos plus
   distractors (validation) or of the quality-baseline test's photos (test); MRR@5 of the
   original and recall@1, with the reports' pipeline (no re-ranking) in the same run;
+- wallpapers-val / wallpapers-test / wallpapers: the same edits of Debian's wallpapers
+  (hard_copies.py's halves of them, or all 79), scored the same way;
 - near-duplicates-val / near-duplicates-test: near_duplicates.py's queries of the even /
   odd originals (rerank_quality.py's split) against the whole gallery; recall@1, MRR@10;
 - fashion-mnist-val: Fashion-MNIST train, first 200 per class, leave-one-out (search by
@@ -65,13 +67,17 @@ def _copies_row(ranks: np.ndarray, k: int) -> dict[str, float]:
     }
 
 
+# this script's set names for hard_copies.py's sets
+HARD_COPIES = {"hard-copies-val": "validation", "hard-copies-test": "test"} | {
+    name: name for name in ("wallpapers", "wallpapers-val", "wallpapers-test")
+}
+
+
 def _queries(name: str, work: Path) -> tuple[Path, list[Path] | None, int]:
     """(gallery folder, query files or None for leave-one-out, k)."""
-    if name.startswith("hard-copies"):
+    if name in HARD_COPIES:
         root = Path(tempfile.mkdtemp(prefix="lookalike-verify-"))
-        gallery, queries = hard_copies.build(
-            "test" if name.endswith("test") else "validation", root
-        )
+        gallery, queries = hard_copies.build(HARD_COPIES[name], root)
         return gallery, sorted(queries.rglob("*.jpg")), hard_copies.K
     if name.startswith("near-duplicates"):
         gallery, query_dir = prepare("near-duplicates", work)
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             col.index([gallery])
             for text in args.setups.split(";"):
                 print(json.dumps(_setup_row(col, name, text, queries, k)), flush=True)
-        if queries is not None and name.startswith("hard-copies") and not args.no_reports:
+        if queries is not None and name in HARD_COPIES and not args.no_reports:
             out = reports_pipeline.evaluate(gallery, queries[0].parents[1], k)
             row = {"set": name, "setup": reports_pipeline.NAME, "queries": out["queries"]}
             row |= {f"mrr_at_{k}": round(out["map_at_k"], 4)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,8 @@ def test_parse_rerank() -> None:
         "verify", inliers=20, shortlist=50
     )
     assert Rerank("verify").width == 30
+    assert parse_rerank("verify:contrast=0.04") == Rerank("verify", contrast=0.04)
+    assert Rerank("verify", contrast=0.04).describe() == "verify:contrast=0.04"
 
 
 @pytest.mark.parametrize(
@@ -253,10 +256,12 @@ def test_parse_rerank() -> None:
         ("qe:n=0", "n must be at least 1"),
         ("kr:lam=2", "lam must be within [0, 1]"),
         ("verify:inliers=0", "inliers must be at least 1"),
+        ("verify:contrast=0", "contrast must be within (0, 1]"),
+        ("verify:contrast=low", "contrast: 'low' is not a number"),
     ],
 )
 def test_parse_rerank_refuses_bad_settings(text: str, message: str) -> None:
-    with pytest.raises(RerankError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(RerankError, match=re.escape(message)):
         parse_rerank(text)
 
 

@@ -112,7 +112,7 @@ def test_a_collections_verified_searches_share_their_files_features(
 
 def test_descriptors_uint8_cannot_hold_stay_float() -> None:
     cache = FeatureCache()
-    key = ("x.jpg", 1, 2, 512, 1000)
+    key = ("x.jpg", 1, 2, 512, 1000, 0.04)
     odd = Features(np.zeros((2, 2), np.float32), np.array([[0.5] * 128, [300.0] * 128], np.float32))
     cache.put(key, odd)
     kept = cache.get(key)

@@ -45,7 +45,8 @@ METHODS = ("none", "qe", "dba", "dba+qe", "kr", "verify")
 MAX_SHORTLIST = 1000  # kr builds a (shortlist+1)^2 matrix per query
 # kr needs room for k1 reciprocal neighbours; qe gains nothing from more than 20 (validation).
 DEFAULT_SHORTLIST = {"none": 10, "qe": 20, "dba": 20, "dba+qe": 20, "kr": 50, "verify": 30}
-SETTINGS = ("shortlist", "n", "alpha", "k1", "k2", "lam", "inliers")
+SETTINGS = ("shortlist", "n", "alpha", "k1", "k2", "lam", "inliers", "contrast")
+FLOAT_SETTINGS = ("alpha", "lam", "contrast")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class Rerank:
     k2: int = 6  # kr: neighbours averaged into each encoding
     lam: float = 0.6  # kr: weight of the original distance
     inliers: int = 10  # verify: RANSAC inliers a candidate needs to pass
+    # verify: SIFT's contrast threshold. Below OpenCV's 0.04 (which `duplicates` keeps), so
+    # smooth designs and flat crops still get keypoints; images with plenty keep their
+    # 1,000 strongest either way. 0.005 won on both validation sets of hard copies
+    # (BENCHMARKS.md, "Verification at search time"); lower let noise fill the 1,000.
+    contrast: float = 0.005
 
     @property
     def width(self) -> int:
@@ -93,6 +99,8 @@ class Rerank:
             raise RerankError(
                 f"re-ranking shortlist must be at most {MAX_SHORTLIST}, got {self.shortlist}"
             )
+        if not 0.0 < self.contrast <= 1.0:
+            raise RerankError(f"re-ranking contrast must be within (0, 1], got {self.contrast}")
         if not 0.0 <= self.lam <= 1.0:
             raise RerankError(f"re-ranking lam must be within [0, 1], got {self.lam}")
 
@@ -111,7 +119,7 @@ def parse_rerank(text: str | None) -> Rerank | None:
                 + ", ".join(SETTINGS)
             )
         try:
-            settings[key] = float(value) if key in ("alpha", "lam") else int(value)
+            settings[key] = float(value) if key in FLOAT_SETTINGS else int(value)
         except ValueError:
             raise RerankError(f"re-ranking option {key}: {value!r} is not a number") from None
     return Rerank(method=method, **settings)

@@ -49,6 +49,7 @@ class VerifySettings:
 
     side: int = 512  # longer side the images are shrunk to (never enlarged)
     features: int = 1000  # SIFT keypoints kept per image, strongest first
+    contrast: float = 0.04  # SIFT's contrast threshold (OpenCV's default): weaker extrema dropped
     ratio: float = 0.8  # Lowe's ratio test
     reprojection: float = 1.5  # RANSAC inlier distance in pixels at `side`
     min_inliers: int = 30  # fewer: too little evidence (flat or tiny images)
@@ -83,7 +84,8 @@ class Features:
     descriptors: np.ndarray  # (n, 128) float32
 
 
-FileKey = tuple[str, int, int, int, int]  # path, size, mtime_ns, settings' side, features
+FileKey = tuple[str, int, int, int, int, float]  # path, size, mtime_ns, then the settings'
+# side, features and contrast
 
 
 class FeatureCache:
@@ -106,7 +108,8 @@ class FeatureCache:
             stat = os.stat(path)
         except OSError:
             return None
-        return (path, stat.st_size, stat.st_mtime_ns, settings.side, settings.features)
+        shape = (settings.side, settings.features, settings.contrast)
+        return (path, stat.st_size, stat.st_mtime_ns, *shape)
 
     def get(self, key: FileKey) -> Features | None:
         with self._lock:
@@ -149,7 +152,9 @@ class Verifier:
         self._cv2: Any = cv2
         self.settings = settings or VerifySettings()
         self._path_of = path_of
-        self._sift = self._cv2.SIFT_create(nfeatures=self.settings.features)
+        self._sift = self._cv2.SIFT_create(
+            nfeatures=self.settings.features, contrastThreshold=self.settings.contrast
+        )
         self._matcher = self._cv2.BFMatcher(cv2.NORM_L2)
         self._cache: OrderedDict[int, Features | None] = OrderedDict()
         self._cache_size = cache_size
