@@ -12,12 +12,13 @@ of the check (the share of matches that must be inliers, and the inliers needed)
 the same verdicts: the original at rank 1, MRR@5, and queries where a wrong image passes.
 ``--contrast 0.04,0.01`` computes the verdicts again with each SIFT contrast threshold
 (0.04 is OpenCV's and the check's own; lower keeps weaker keypoints, which smooth designs
-need) and prints the set's tally and the search's ordering for each.
+need) and prints the set's tally and the search's ordering for each; ``--features 500,2000``
+the same for other caps on the keypoints kept per image (the strongest first).
 
 A diagnosis, not a choice: it changes no setting, so it may run on the reported sets.
 
 Usage: python benchmarks/verify_misses.py [--set wallpapers|validation|test|...] [--sweep]
-       [--contrast 0.04,0.02,0.01]
+       [--contrast 0.04,0.02,0.01] [--features 500,2000]
 Prints one JSON object for the set, then one per edit and one for all edits (then one per
 swept setting).
 """
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", choices=hard_copies.SETS, default="wallpapers")
     parser.add_argument("--sweep", action="store_true", help="re-score other check settings")
     parser.add_argument("--contrast", help="SIFT contrast thresholds to compare, e.g. 0.04,0.01")
+    parser.add_argument("--features", help="keypoint caps to compare, e.g. 500,2000")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="lookalike-verify-misses-"))
     gallery, queries = hard_copies.build(args.set, root)
@@ -74,11 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             for inliers in SWEEP_INLIERS:
                 check = verify.VerifySettings(min_inliers=inliers, min_share=share)
                 print(json.dumps({"share": share, "inliers": inliers, **_rescore(rows, check)}))
-    for contrast in [float(c) for c in args.contrast.split(",")] if args.contrast else []:
-        other = replace(settings, contrast=contrast)
+    variants = [{"contrast": float(c)} for c in (args.contrast or "").split(",") if c]
+    variants += [{"features": int(n)} for n in (args.features or "").split(",") if n]
+    for changed in variants:
+        other = replace(settings, **changed)
         found = _verdicts(result, other)
-        tally = {"contrast": contrast, **_tally(found), **_rescore(found, other)}
-        print(json.dumps(tally), flush=True)
+        print(json.dumps({**changed, **_tally(found), **_rescore(found, other)}), flush=True)
     return 0
 
 
