@@ -2,8 +2,9 @@
 
 For each query of a hard_copies.py set, the original's rank by cosine (the default model)
 and the verdict of `search --rerank verify`'s check between the query and its original
-(its settings: at least 10 inliers, 0.6 of the ratio-test matches). A copy whose original
-passes but ranks beyond the 30-image shortlist would be found by a deeper shortlist; one
+(its settings, Rerank("verify"): at least 10 inliers, 0.5 of the ratio-test matches, SIFT
+contrast 0.005; 0.6 and 0.04 before the twelfth session). A copy whose original passes
+but ranks beyond the 30-image shortlist would be found by a deeper shortlist; one
 whose original fails the check would not be found by any. Also counted: queries where a
 wrong image among the first 30 passes (what could push the original down).
 
@@ -48,7 +49,7 @@ MODEL = "efficientnet-lite0-int8"
 SEARCH = Rerank("verify")  # search --rerank verify's own settings
 SHORTLIST = SEARCH.width
 MAX_RANK = 100  # originals ranked below this count as beyond any shortlist tried
-SWEEP_SHARES = (0.6, 0.5, 0.4, 0.3, 0.2, 0.1)  # 0.6: the check's own setting
+SWEEP_SHARES = (0.6, 0.5, 0.4, 0.3, 0.2, 0.1)  # 0.6: duplicates' setting, 0.5: the search's
 SWEEP_INLIERS = (10, 15, 20)  # 10: search --rerank verify's own setting
 
 
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(
         gallery, MODEL, k=min(MAX_RANK, size), queries_dir=queries, cache_root=root / "c"
     )
-    settings = verify.VerifySettings(min_inliers=SEARCH.inliers, contrast=SEARCH.contrast)
+    settings = verify.VerifySettings(
+        min_inliers=SEARCH.inliers, min_share=SEARCH.share, contrast=SEARCH.contrast
+    )
     rows = _verdicts(result, settings)
     print(json.dumps({"set": args.set, "model": MODEL, "queries": len(rows), "gallery": size}))
     for edit in [*sorted({r["edit"] for r in rows}), "all"]:

@@ -245,6 +245,9 @@ def test_parse_rerank() -> None:
     assert Rerank("verify").width == 30
     assert parse_rerank("verify:contrast=0.04") == Rerank("verify", contrast=0.04)
     assert Rerank("verify", contrast=0.04).describe() == "verify:contrast=0.04"
+    assert parse_rerank("verify:share=0.6,contrast=0.04") == Rerank(
+        "verify", share=0.6, contrast=0.04
+    )
 
 
 @pytest.mark.parametrize(
@@ -257,6 +260,7 @@ def test_parse_rerank() -> None:
         ("kr:lam=2", "lam must be within [0, 1]"),
         ("verify:inliers=0", "inliers must be at least 1"),
         ("verify:contrast=0", "contrast must be within (0, 1]"),
+        ("verify:share=1.5", "share must be within (0, 1]"),
         ("verify:contrast=low", "contrast: 'low' is not a number"),
     ],
 )

@@ -45,8 +45,8 @@ METHODS = ("none", "qe", "dba", "dba+qe", "kr", "verify")
 MAX_SHORTLIST = 1000  # kr builds a (shortlist+1)^2 matrix per query
 # kr needs room for k1 reciprocal neighbours; qe gains nothing from more than 20 (validation).
 DEFAULT_SHORTLIST = {"none": 10, "qe": 20, "dba": 20, "dba+qe": 20, "kr": 50, "verify": 30}
-SETTINGS = ("shortlist", "n", "alpha", "k1", "k2", "lam", "inliers", "contrast")
-FLOAT_SETTINGS = ("alpha", "lam", "contrast")
+SETTINGS = ("shortlist", "n", "alpha", "k1", "k2", "lam", "inliers", "share", "contrast")
+FLOAT_SETTINGS = ("alpha", "lam", "share", "contrast")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,10 @@ class Rerank:
     k2: int = 6  # kr: neighbours averaged into each encoding
     lam: float = 0.6  # kr: weight of the original distance
     inliers: int = 10  # verify: RANSAC inliers a candidate needs to pass
+    # verify: the share of its ratio-test matches those inliers must be. `duplicates` needs
+    # 0.6 to turn away the other eye of a stereo pair; 0.5 lets more rotated copies through
+    # and no more wrong images on either validation set (BENCHMARKS.md, "Weaker keypoints").
+    share: float = 0.5
     # verify: SIFT's contrast threshold. Below OpenCV's 0.04 (which `duplicates` keeps), so
     # smooth designs and flat crops still get keypoints; images with plenty keep their
     # 1,000 strongest either way. 0.005 won on both validation sets of hard copies
@@ -99,8 +103,11 @@ class Rerank:
             raise RerankError(
                 f"re-ranking shortlist must be at most {MAX_SHORTLIST}, got {self.shortlist}"
             )
-        if not 0.0 < self.contrast <= 1.0:
-            raise RerankError(f"re-ranking contrast must be within (0, 1], got {self.contrast}")
+        for name in ("share", "contrast"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise RerankError(
+                    f"re-ranking {name} must be within (0, 1], got {getattr(self, name)}"
+                )
         if not 0.0 <= self.lam <= 1.0:
             raise RerankError(f"re-ranking lam must be within [0, 1], got {self.lam}")
 

@@ -32,7 +32,12 @@ def make_verified(
     """``sources[row]`` is query row's image; ``paths_of`` gives stored images' files."""
     if not verify.available():
         raise RerankError(f"--rerank verify needs OpenCV: {verify.INSTALL_HINT}")
-    settings = replace(verify.VerifySettings(), min_inliers=setup.inliers, contrast=setup.contrast)
+    settings = replace(
+        verify.VerifySettings(),
+        min_inliers=setup.inliers,
+        min_share=setup.share,
+        contrast=setup.contrast,
+    )
     known: dict[int, QuerySource] = {}
     verifier = verify.Verifier(lambda image_id: known[image_id], settings, files=files)
 
