@@ -77,3 +77,15 @@ def test_every_alteration_changes_the_photo_reproducibly() -> None:
         assert changed or quality is not None, name
     issue = {"crop", "rescale", "jpeg20", "jpeg90", "rotate", "flip", "colour", "text", "logo"}
     assert issue | {"border"} <= set(near_duplicates.ALTERATIONS)
+
+
+def test_the_wallpaper_halves_split_the_set_in_order() -> None:
+    """wallpapers-val chooses verify's settings, wallpapers-test reports them: together
+    they are the whole set, and no picture is in both."""
+    hard_copies = load_benchmark("hard_copies")
+    photos = {f"wallpaper-{i}": Image.new("RGB", (4, 4)) for i in range(7)}
+    val = hard_copies._wallpaper_half(photos, "wallpapers-val")
+    test = hard_copies._wallpaper_half(photos, "wallpapers-test")
+    assert list(val) == ["wallpaper-0", "wallpaper-2", "wallpaper-4", "wallpaper-6"]
+    assert list(test) == ["wallpaper-1", "wallpaper-3", "wallpaper-5"]
+    assert hard_copies._wallpaper_half(photos, "wallpapers") == photos
