@@ -68,7 +68,7 @@ class Rerank:
     # verify: SIFT's contrast threshold. Below OpenCV's 0.04 (which `duplicates` keeps), so
     # smooth designs and flat crops still get keypoints; images with plenty keep their
     # 1,000 strongest either way. 0.005 won on both validation sets of hard copies
-    # (BENCHMARKS.md, "Verification at search time"); lower let noise fill the 1,000.
+    # (BENCHMARKS.md, "Weaker keypoints"); lower let noise fill the 1,000.
     contrast: float = 0.005
 
     @property

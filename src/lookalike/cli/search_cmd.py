@@ -49,7 +49,7 @@ from lookalike.results import QueryResult
     "(database-side augmentation), dba+qe, kr (k-reciprocal), verify (images the query is a "
     "copy or crop of first, checked by SIFT + RANSAC: slow, needs the verify extra); settings "
     "as in qe:n=3,alpha=3, kr:k1=20,k2=6,lam=0.3,shortlist=50 or "
-    "verify:inliers=10,contrast=0.005. Scores stay the cosine similarity.",
+    "verify:inliers=10,share=0.5,contrast=0.005. Scores stay the cosine similarity.",
 )
 @json_option
 def search_command(
