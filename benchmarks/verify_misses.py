@@ -44,6 +44,7 @@ import hard_copies
 from lookalike import verify
 from lookalike.evaluation.runner import EvalResult, evaluate
 from lookalike.reranking import Rerank, verified_first
+from lookalike.verified_search import check_settings
 
 MODEL = "efficientnet-lite0-int8"
 SEARCH = Rerank("verify")  # search --rerank verify's own settings
@@ -66,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(
         gallery, MODEL, k=min(MAX_RANK, size), queries_dir=queries, cache_root=root / "c"
     )
-    settings = verify.VerifySettings(
-        min_inliers=SEARCH.inliers, min_share=SEARCH.share, contrast=SEARCH.contrast
-    )
+    settings = check_settings(SEARCH)
     rows = _verdicts(result, settings)
     print(json.dumps({"set": args.set, "model": MODEL, "queries": len(rows), "gallery": size}))
     for edit in [*sorted({r["edit"] for r in rows}), "all"]:

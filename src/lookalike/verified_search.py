@@ -23,6 +23,17 @@ from lookalike.vectors import IdArray
 QuerySource = str | Image.Image  # a query's file, or the image itself
 
 
+def check_settings(setup: Rerank) -> verify.VerifySettings:
+    """The check a ``verify`` setup runs: `duplicates`' own, with the setup's inliers, share
+    and SIFT contrast."""
+    return replace(
+        verify.VerifySettings(),
+        min_inliers=setup.inliers,
+        min_share=setup.share,
+        contrast=setup.contrast,
+    )
+
+
 def make_verified(
     setup: Rerank,
     sources: Sequence[QuerySource],
@@ -32,12 +43,7 @@ def make_verified(
     """``sources[row]`` is query row's image; ``paths_of`` gives stored images' files."""
     if not verify.available():
         raise RerankError(f"--rerank verify needs OpenCV: {verify.INSTALL_HINT}")
-    settings = replace(
-        verify.VerifySettings(),
-        min_inliers=setup.inliers,
-        min_share=setup.share,
-        contrast=setup.contrast,
-    )
+    settings = check_settings(setup)
     known: dict[int, QuerySource] = {}
     verifier = verify.Verifier(lambda image_id: known[image_id], settings, files=files)
 
