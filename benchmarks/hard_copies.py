@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +33,7 @@ from PIL import Image, ImageOps
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import reports_pipeline
+from lookalike.evaluation.paired import compare, sign_test_p
 from lookalike.evaluation.runner import EvalResult, evaluate
 from lookalike.reranking import parse_rerank
 from model_spec import model_spec
@@ -126,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     gallery, queries = build(args.set, root, args.wallpaper_root)
     print(f"{root}: {sum(1 for _ in queries.rglob('*.jpg'))} queries", file=sys.stderr)
     reports_first: dict[str, bool] | None = None
+    reports_rr: dict[str, float] = {}
     if not args.no_reports:
         out = reports_pipeline.evaluate(gallery, queries, K)
         reports_first = dict(zip(out["query_paths"], out["top1_correct"], strict=True))
+        reports_rr = dict(zip(out["query_paths"], out["average_precision_per_query"], strict=True))
         row = {k: out[k] for k in ("queries", "gallery", "precision_at_k", "map_at_k")}
         row["at_rank_1"] = round(float(np.mean(out["top1_correct"])), 4)
         row["at_rank_1_by_edit"] = by_edit(reports_first)
@@ -151,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         row["at_rank_1_by_edit"] = by_edit(first)
         if reports_first is not None:
             row["against_reports_at_rank_1"] = paired(first, reports_first)
+            # each query's reciprocal rank of its original (AP@5 with one relevant image)
+            ours_rr = np.nan_to_num(result.scores.average_precision)
+            theirs_rr = [reports_rr[q] for q in result.query_paths]
+            row["against_reports_reciprocal_rank"] = compare(ours_rr, theirs_rr).to_json()
         row["rerank"] = result.rerank
         print(json.dumps({"set": args.set, "model": spec, **row}), flush=True)
     return 0
@@ -179,9 +185,11 @@ def paired(ours: dict[str, bool], theirs: dict[str, bool]) -> dict[str, float]:
     for that split (small p: the difference is unlikely to be chance)."""
     wins = sum(ours[p] and not theirs[p] for p in ours)
     losses = sum(theirs[p] and not ours[p] for p in ours)
-    n = wins + losses
-    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n if n else 1.0
-    return {"wins": wins, "losses": losses, "sign_test_p": float(f"{min(1.0, 2 * tail):.2g}")}
+    return {
+        "wins": wins,
+        "losses": losses,
+        "sign_test_p": float(f"{sign_test_p(wins, losses):.2g}"),
+    }
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reports_pipeline
 from datasets import write_fashion_mnist
 from lookalike.evaluation.metrics import recall_at_k
+from lookalike.evaluation.paired import compare
 from lookalike.evaluation.runner import EvalResult, evaluate
 from lookalike.models import list_models
 from lookalike.paths import cache_dir
@@ -138,6 +139,7 @@ def reports_row(dataset: str, gallery: Path, queries: Path | None, k: int) -> di
     out = reports_pipeline.evaluate(gallery, queries, k)
     paths, top1 = out.pop("query_paths"), np.asarray(out.pop("top1_correct"), dtype=float)
     REPORTS_PRECISION[dataset] = dict(zip(paths, out.pop("precision_per_query"), strict=True))
+    out.pop("average_precision_per_query")
     out = {"dataset": dataset, **out, "seconds": round(time.perf_counter() - started, 2)}
     out["images_per_second"] = round(out["embedded"] / max(out["embed_seconds"], 1e-9), 1)
     if dataset.startswith("near-duplicates"):
@@ -153,24 +155,15 @@ def reports_row(dataset: str, gallery: Path, queries: Path | None, k: int) -> di
 REPORTS_PRECISION: dict[str, dict[str, float]] = {}  # dataset -> query path -> its P@k
 
 
-def against_reports(dataset: str, result: EvalResult) -> dict[str, float] | None:
-    """Each query's P@k minus the reports' on it: the mean, and a paired bootstrap 95%
-    interval (10,000 resamples of the queries); None without the reports' row."""
+def against_reports(dataset: str, result: EvalResult) -> dict[str, Any] | None:
+    """Each query's P@k against the reports' on it (``lookalike.evaluation.paired``: the
+    mean difference, a paired bootstrap 95% interval, better / worse, the sign test's p);
+    None without the reports' row."""
     theirs = REPORTS_PRECISION.get(dataset)
     if theirs is None:
         return None
-    diff = np.array(
-        [p - theirs[q] for q, p in zip(result.query_paths, result.scores.precision, strict=True)]
-    )
-    rng = np.random.default_rng(0)
-    means = diff[rng.integers(0, len(diff), (10_000, len(diff)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {
-        "mean": round(float(diff.mean()), 4),
-        "ci95": [round(float(low), 4), round(float(high), 4)],
-        "better": int((diff > 0).sum()),
-        "worse": int((diff < 0).sum()),
-    }
+    reports = [theirs[q] for q in result.query_paths]
+    return compare(result.scores.precision, reports).to_json()
 
 
 def markdown(rows: list[dict[str, Any]], k: int) -> str:

@@ -102,6 +102,8 @@ def evaluate(gallery_dir: Path, queries_dir: Path | None, k: int) -> dict[str, A
         "query_paths": [str(p) for p in queries.paths],
         "top1_correct": (g_labels[neighbours[:, 0]] == q_labels).tolist(),
         "precision_per_query": scores.precision.tolist(),
+        # AP@k of each query: with one original per query, its reciprocal rank (0 outside k)
+        "average_precision_per_query": np.nan_to_num(scores.average_precision).tolist(),
     }
 
 

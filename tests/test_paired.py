@@ -1,0 +1,57 @@
+"""lookalike.evaluation.paired: two pipelines on the same queries, hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lookalike.evaluation.paired import compare, sign_test_p
+
+
+def test_sign_test_by_hand() -> None:
+    assert sign_test_p(0, 0) == 1.0
+    assert sign_test_p(3, 3) == 1.0  # P(X <= 3 | n=6) = 42/64 > 1/2, capped
+    assert sign_test_p(0, 5) == pytest.approx(2 / 32)  # both tails of 1/32
+    assert sign_test_p(6, 0) == pytest.approx(2 / 64)
+    assert sign_test_p(1, 7) == pytest.approx(2 * (1 + 8) / 256)
+    assert sign_test_p(8, 13) == sign_test_p(13, 8)
+
+
+def test_a_pipeline_losing_a_handful_of_queries_is_not_clearly_worse() -> None:
+    # The 60 hard copies' case: four queries lower, none higher, the rest tied.
+    theirs = np.ones(60)
+    ours = theirs.copy()
+    ours[[3, 17, 30, 44]] = 0.5
+    result = compare(ours, theirs)
+    assert (result.better, result.worse) == (0, 4)
+    assert result.mean == pytest.approx(-2 / 60, abs=1e-4)
+    assert result.sign_test_p == pytest.approx(2 / 16)
+    assert not result.clearly_worse
+
+
+def test_a_pipeline_losing_many_queries_is_clearly_worse() -> None:
+    rng = np.random.default_rng(1)
+    theirs = rng.random(200)
+    ours = theirs - 0.1 * (rng.random(200) < 0.3)  # 30% of the queries lower
+    result = compare(ours, theirs)
+    assert result.worse > 40 and result.better == 0
+    assert result.clearly_worse
+    assert result.ci95[1] < 0 < -result.ci95[0]
+    # Better and clearly better is never "clearly worse".
+    assert not compare(theirs, ours).clearly_worse
+
+
+def test_the_interval_is_seeded_and_holds_the_mean() -> None:
+    rng = np.random.default_rng(2)
+    a, b = rng.random(50), rng.random(50)
+    first, again = compare(a, b), compare(a, b)
+    assert first == again
+    assert first.ci95[0] <= first.mean <= first.ci95[1]
+    assert first.to_json()["ci95"] == list(first.ci95)
+
+
+def test_mismatched_inputs_are_refused() -> None:
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        compare([1.0, 0.0], [1.0])
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        compare([], [])
