@@ -247,6 +247,20 @@ def test_cli_json_for_one_and_for_several_models(
     assert [r["model"] for r in listed] == ["raw-pixels", histogram_model]
     assert listed[0]["precision_at_k"] == single["precision_at_k"]
 
+    # The second model against the first, query by query, counted here from each query's P@3.
+    assert "against" not in listed[0]
+    versus = listed[1]["against"]
+    assert versus["model"] == "raw-pixels"
+    first, second = (evaluate(labelled, m, k=3) for m in ("raw-pixels", histogram_model))
+    mine = dict(zip(second.query_paths, second.scores.precision, strict=True))
+    paired = zip(first.query_paths, first.scores.precision, strict=True)
+    diff = np.array([mine[q] - p for q, p in paired])
+    precision = versus["precision_at_k"]
+    assert (precision["better"], precision["worse"]) == ((diff > 0).sum(), (diff < 0).sum())
+    assert precision["mean"] == pytest.approx(diff.mean(), abs=1e-4)
+    assert precision["verdict"] in ("clearly better", "clearly worse", "no clear difference")
+    assert set(versus["map_at_k"]) >= {"better", "worse", "sign_test_p", "ci95", "verdict"}
+
 
 def test_cli_table_and_report(
     labelled: Path, tmp_path: Path, cli: Callable[..., Result], histogram_model: str
@@ -259,6 +273,7 @@ def test_cli_table_and_report(
     assert run.exit_code == 0, run.output
     assert "raw-pixels" in run.stdout and histogram_model in run.stdout
     assert "P@3" in run.stdout and "astronaut" in run.stdout
+    assert "query by query against raw-pixels" in run.stdout
 
     text = (out / "report.md").read_text()
     linked = {line.split("](")[1].rstrip(")") for line in text.splitlines() if "![" in line}
@@ -270,6 +285,7 @@ def test_cli_table_and_report(
         with Image.open(out / name) as im:
             assert im.format == "PNG" and im.width > 100 and im.height > 100
     assert "metric = euclidean" in text
+    assert f"| {histogram_model} | " in text.split("## Query by query against raw-pixels")[1]
 
 
 def test_cli_errors_are_one_line(

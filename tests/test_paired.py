@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lookalike.evaluation.paired import compare, sign_test_p
+from lookalike.evaluation.paired import compare, compare_keyed, sign_test_p
 
 
 def test_sign_test_by_hand() -> None:
@@ -55,3 +55,34 @@ def test_mismatched_inputs_are_refused() -> None:
         compare([1.0, 0.0], [1.0])
     with pytest.raises(ValueError, match="equal, non-empty"):
         compare([], [])
+
+
+def test_keyed_scores_pair_the_shared_queries_and_leave_out_nan() -> None:
+    ours = {"a": 1.0, "b": 0.5, "c": float("nan"), "d": 0.2}
+    theirs = {"b": 1.0, "a": 0.0, "c": 1.0, "e": 1.0}
+    result = compare_keyed(ours, theirs)
+    assert result is not None
+    assert (result.better, result.worse) == (1, 1)  # a higher, b lower; c and d, e left out
+    assert result.mean == pytest.approx((1.0 - 0.5) / 2)
+    assert result.verdict == "no clear difference"
+    assert compare_keyed({"a": 1.0}, {"b": 1.0}) is None
+    assert compare_keyed({"a": float("nan")}, {"a": 1.0}) is None
+
+
+def test_verdicts() -> None:
+    theirs = np.zeros(40)
+    assert compare(theirs + 1.0, theirs).verdict == "clearly better"
+    assert compare(theirs, theirs + 1.0).verdict == "clearly worse"
+    assert compare(theirs, theirs).to_json()["verdict"] == "no clear difference"
+
+
+def test_the_bootstrap_draws_in_blocks_what_one_array_would_hold() -> None:
+    # Blocks keep memory bounded for big evaluations and change no interval: the same
+    # draws in the same order as one (10,000, n) array of resampled indices.
+    from lookalike.evaluation import paired
+
+    diff = np.random.default_rng(3).random(1_500) - 0.5
+    whole = diff[np.random.default_rng(0).integers(0, 1_500, (10_000, 1_500))].mean(axis=1)
+    assert np.array_equal(paired._bootstrap_means(diff, 0), whole)
+    # Past MAX_DRAWS / n queries fewer resamples are drawn (here 2,000 for 100k queries).
+    assert len(paired._bootstrap_means(np.zeros(100_000), 0)) == 2_000

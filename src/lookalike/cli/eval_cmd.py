@@ -17,6 +17,8 @@ from lookalike.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from lookalike.evaluation.runner import EvalResult
 
 
@@ -152,6 +154,8 @@ def eval_command(
         written = write_report(results, report_dir)
     if as_json:
         data = [r.to_json() for r in results]
+        for entry, result in zip(data[1:], results[1:], strict=True):
+            entry["against"] = result.against(results[0])
         emit_json(data[0] if len(data) == 1 else data)
     else:
         _print_tables(results)
@@ -159,6 +163,27 @@ def eval_command(
         click.echo(f"skipped {path}: {reason}", err=True)
     if report_dir is not None:
         click.echo(f"report written to {written}", err=True)
+
+
+def _against_table(results: list[EvalResult]) -> Table:
+    """Each later model against the first, query by query: is the difference chance?"""
+    from rich.table import Table
+
+    from lookalike.evaluation.report import against_first_rows
+
+    k = results[0].k
+    table = Table(
+        title=f"query by query against {results[0].model}: queries higher / lower, "
+        "two-sided sign test p; 'clearly' when p < 0.05, else 'chance'"
+    )
+    table.add_column("model", no_wrap=True)
+    for name in (f"P@{k}", f"AP@{k}"):
+        table.add_column(name, justify="right")
+        table.add_column("p", justify="right")
+        table.add_column("verdict", no_wrap=True)
+    for cells in against_first_rows(results):
+        table.add_row(*cells)
+    return table
 
 
 def _print_tables(results: list[EvalResult]) -> None:
@@ -195,6 +220,8 @@ def _print_tables(results: list[EvalResult]) -> None:
             f"{r.embedded} ({r.embed_seconds:.1f}s)",
         )
     console.print(summary)
+    if len(results) > 1:
+        console.print(_against_table(results))
 
     # One model: P@k and mAP@k per class; several: P@k of each (the report has both).
     single = len(results) == 1

@@ -177,6 +177,39 @@ def _query_list(result: EvalResult, queries: np.ndarray) -> list[str]:
     return out
 
 
+def against_first_rows(results: list[EvalResult]) -> list[list[str]]:
+    """Each later model against the first, query by query (``EvalResult.against``): model,
+    then for P@k and AP@k: higher / lower, the sign test's p, the verdict."""
+    rows = []
+    for r in results[1:]:
+        cells = [r.model]
+        versus = r.against(results[0])
+        for key in ("precision_at_k", "map_at_k"):
+            c = versus[key]
+            if c is None:
+                cells += ["–", "–", "no shared queries"]
+            else:
+                verdict = "chance" if c["verdict"] == "no clear difference" else c["verdict"]
+                cells += [f"{c['better']} / {c['worse']}", f"{c['sign_test_p']:.2g}", verdict]
+        rows.append(cells)
+    return rows
+
+
+def _against_first_table(results: list[EvalResult]) -> list[str]:
+    k = results[0].k
+    lines = [
+        f"## Query by query against {results[0].model}",
+        "",
+        f"Queries that score higher / lower than with {results[0].model}, and the two-sided "
+        "sign test's p: 'clearly' better or worse when p < 0.05, else the split is chance.",
+        "",
+        f"| model | P@{k} higher / lower | p | verdict | AP@{k} higher / lower | p | verdict |",
+        "|---|---:|---:|---|---:|---:|---|",
+    ]
+    lines += ["| " + " | ".join(cells) + " |" for cells in against_first_rows(results)]
+    return [*lines, ""]
+
+
 def write_report(results: list[EvalResult], out_dir: Path) -> Path:
     """Write report.md and its pictures under ``out_dir``; returns the report's path."""
     if not results:
@@ -211,6 +244,8 @@ def write_report(results: list[EvalResult], out_dir: Path) -> Path:
         "![precision@k against k](precision_at_k.png)",
         "",
     ]
+    if len(results) > 1:
+        lines += _against_first_table(results)
     plot_precision_curves(results, out_dir / "precision_at_k.png")
 
     for result in results:

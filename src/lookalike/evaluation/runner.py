@@ -32,6 +32,7 @@ from lookalike.evaluation.metrics import (
     score_neighbours,
     top_confusions,
 )
+from lookalike.evaluation.paired import compare_keyed
 from lookalike.models import ModelOptions
 from lookalike.models.preprocess import RECIPE
 from lookalike.vectors import FloatArray, cosine_to_euclidean
@@ -89,6 +90,21 @@ class EvalResult:
     def distances(self) -> np.ndarray:
         """(q, k) euclidean distances between the unit vectors (same ranking as cosine)."""
         return cosine_to_euclidean(self.neighbour_scores)
+
+    def against(self, other: EvalResult) -> dict[str, Any]:
+        """This result's P@k and AP@k against ``other``'s, query by query (the queries both
+        read; ``evaluation.paired``: better / worse, the sign test, a verdict)."""
+        out: dict[str, Any] = {"model": other.model}
+        for key, field_name in (("precision_at_k", "precision"), ("map_at_k", "average_precision")):
+            mine = dict(
+                zip(self.query_paths, getattr(self.scores, field_name).tolist(), strict=True)
+            )
+            theirs = dict(
+                zip(other.query_paths, getattr(other.scores, field_name).tolist(), strict=True)
+            )
+            comparison = compare_keyed(mine, theirs)
+            out[key] = None if comparison is None else comparison.to_json()
+        return out
 
     def to_json(self) -> dict[str, Any]:
         overall = {key: json_number(v) for key, v in self.scores.overall().items()}
