@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,19 @@ def test_sign_test_by_hand() -> None:
     assert sign_test_p(6, 0) == pytest.approx(2 / 64)
     assert sign_test_p(1, 7) == pytest.approx(2 * (1 + 8) / 256)
     assert sign_test_p(8, 13) == sign_test_p(13, 8)
+
+
+def test_sign_test_equals_whole_number_binomials() -> None:
+    def exact(better: int, worse: int) -> float:
+        n = better + worse
+        tail = sum(math.comb(n, i) for i in range(min(better, worse) + 1)) / 2**n
+        return min(1.0, 2 * tail) if n else 1.0
+
+    for better, worse in [(b, w) for b in range(0, 40, 3) for w in range(0, 40, 4)] + [
+        (2282, 1686),
+        (80, 30),
+    ]:
+        assert sign_test_p(better, worse) == pytest.approx(exact(better, worse), rel=1e-9)
 
 
 def test_a_pipeline_losing_a_handful_of_queries_is_not_clearly_worse() -> None:
