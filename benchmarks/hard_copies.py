@@ -43,6 +43,10 @@ from wallpapers import wallpaper_photos
 K = 5
 SIDE = 400  # as the tests' photos: the long side
 SETS = ("validation", "test", "wallpapers", "wallpapers-val", "wallpapers-test")
+# the names the other benchmarks give these sets beside their own
+SET_NAMES = {"hard-copies-val": "validation", "hard-copies-test": "test"} | {
+    name: name for name in SETS if name.startswith("wallpapers")
+}
 
 
 def hard_copies(image: Image.Image) -> dict[str, Image.Image]:

@@ -40,10 +40,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import reports_pipeline
+from hard_copies import SET_NAMES
 from hard_copies import build as build_hard_copies
 from lookalike.evaluation.dataset import LabelledImages, read_dataset
+from lookalike.evaluation.metrics import average_precision_at_k, precision_at_k
 from lookalike.evaluation.paired import compare
-from lookalike.evaluation.runner import embed_labelled
+from lookalike.evaluation.runner import embed_labelled, nearest
 from lookalike.paths import cache_dir
 from lookalike.vectors import l2_normalize
 from model_spec import model_spec
@@ -51,17 +53,7 @@ from quality import prepare
 from rerank_quality import _half
 
 LEAVE_ONE_OUT_K = {"photos": 5, "photos-val": 5, "fashion-mnist": 10, "fashion-mnist-val": 10}
-COPY_SETS = (
-    "near-duplicates",
-    "wallpapers",
-    "near-duplicates-val",
-    "near-duplicates-test",
-    "hard-copies-val",
-    "hard-copies-test",
-    "wallpapers-val",
-    "wallpapers-test",
-)
-HARD_COPIES = {"hard-copies-val": "validation", "hard-copies-test": "test"}
+COPY_SETS = ("near-duplicates", "near-duplicates-val", "near-duplicates-test", *SET_NAMES)
 COPY_K = 5
 
 
@@ -81,7 +73,7 @@ def folders(name: str, work: Path) -> tuple[LabelledImages, LabelledImages | Non
         return gallery, queries, _half(queries, name.endswith("-test"))
     root = work / f"pool-fusion-{name}"
     if not (root / "gallery").exists():
-        build_hard_copies(HARD_COPIES.get(name, name), root)
+        build_hard_copies(SET_NAMES[name], root)
     gallery = read_dataset(root / "gallery")
     queries = read_dataset(root / "queries", classes=gallery.class_names)
     return gallery, queries, np.ones(len(queries), dtype=bool)
@@ -121,22 +113,20 @@ def score(
     queries: np.ndarray | None,
     q_labels: np.ndarray,
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Exact cosine search over unit vectors: the measures the other benchmarks print, and
-    each query's P@k (leave-one-out) or reciprocal rank of its original within 5."""
-    gallery = gallery.astype(np.float64)
+    """``lookalike eval``'s exact search and metrics: the measures the other benchmarks
+    print, and each query's P@k (leave-one-out) or reciprocal rank of its original within 5
+    (AP@5 with one relevant image)."""
+    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
     if queries is None:
         k = LEAVE_ONE_OUT_K[name]
-        sims = gallery @ gallery.T
-        np.fill_diagonal(sims, -np.inf)
-        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        precision = (g_labels[top] == g_labels[:, None]).mean(axis=1)
+        found, _ = nearest(gallery, gallery, k, exclude_self=True)
+        precision = precision_at_k(g_labels, g_labels[found])
         return {f"precision_at_{k}": round(float(precision.mean()), 4)}, precision
-    sims = queries.astype(np.float64) @ gallery.T
-    top = np.argsort(-sims, axis=1, kind="stable")[:, :COPY_K]
-    rel = g_labels[top] == q_labels[:, None]
-    reciprocal = 1.0 / np.where(rel.any(axis=1), rel.argmax(axis=1) + 1, np.inf)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    labels = g_labels[nearest(gallery, queries, COPY_K, exclude_self=False)[0]]
+    reciprocal = average_precision_at_k(q_labels, labels, np.ones(len(q_labels)))
     return {
-        "at_rank_1": round(float(rel[:, 0].mean()), 4),
+        "at_rank_1": round(float((labels[:, 0] == q_labels).mean()), 4),
         "mrr_at_5": round(float(reciprocal.mean()), 4),
     }, reciprocal
 
@@ -157,20 +147,16 @@ def run_set(name: str, work: Path, sources: dict[str, str], variants: list[str])
     seconds = round(time.perf_counter() - started, 1)
     q_labels = gallery.labels if queries is None else queries.labels[keep]
 
-    def scored(variant: str) -> tuple[dict[str, float], np.ndarray]:
+    def scored(variant: str) -> tuple[int, dict[str, float], np.ndarray]:
         g = fuse(variant, vectors["gallery"])
         q = None if queries is None else fuse(variant, vectors["queries"])[keep]
-        return score(name, g, gallery.labels, q, q_labels)
+        return g.shape[1], *score(name, g, gallery.labels, q, q_labels)
 
-    _, reports_per_query = scored("reports")
+    _, _, reports_per_query = scored("reports")
     for variant in variants:
-        measures, per_query = scored(variant)
-        row = {
-            "set": name,
-            "variant": variant,
-            "dim": int(fuse(variant, vectors["gallery"]).shape[1]),
-        }
-        row |= {"queries": len(q_labels), **measures}
+        dim, measures, per_query = scored(variant)
+        row = {"set": name, "variant": variant, "dim": dim, "queries": len(q_labels)}
+        row |= measures
         if variant != "reports":  # each query paired with the reports' on it
             row["against_reports"] = compare(per_query, reports_per_query).to_json()
         print(json.dumps({**row, "embed_s": seconds}), flush=True)

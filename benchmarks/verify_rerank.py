@@ -67,17 +67,11 @@ def _copies_row(ranks: np.ndarray, k: int) -> dict[str, float]:
     }
 
 
-# this script's set names for hard_copies.py's sets
-HARD_COPIES = {"hard-copies-val": "validation", "hard-copies-test": "test"} | {
-    name: name for name in ("wallpapers", "wallpapers-val", "wallpapers-test")
-}
-
-
 def _queries(name: str, work: Path) -> tuple[Path, list[Path] | None, int]:
     """(gallery folder, query files or None for leave-one-out, k)."""
-    if name in HARD_COPIES:
+    if name in hard_copies.SET_NAMES:
         root = Path(tempfile.mkdtemp(prefix="lookalike-verify-"))
-        gallery, queries = hard_copies.build(HARD_COPIES[name], root)
+        gallery, queries = hard_copies.build(hard_copies.SET_NAMES[name], root)
         return gallery, sorted(queries.rglob("*.jpg")), hard_copies.K
     if name.startswith("near-duplicates"):
         gallery, query_dir = prepare("near-duplicates", work)
@@ -131,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             col.index([gallery])
             for text in args.setups.split(";"):
                 print(json.dumps(_setup_row(col, name, text, queries, k)), flush=True)
-        if queries is not None and name in HARD_COPIES and not args.no_reports:
+        if queries is not None and name in hard_copies.SET_NAMES and not args.no_reports:
             out = reports_pipeline.evaluate(gallery, queries[0].parents[1], k)
             row = {"set": name, "setup": reports_pipeline.NAME, "queries": out["queries"]}
             row |= {f"mrr_at_{k}": round(out["map_at_k"], 4)}
