@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -148,24 +148,27 @@ def eval_command(
                     rerank=setup,
                 )
             )
+    from lookalike.evaluation.report import against_first
+
+    versus = against_first(results)  # once, for the report and the tables or JSON
     if report_dir is not None:
         from lookalike.evaluation.report import write_report
 
-        written = write_report(results, report_dir)
+        written = write_report(results, report_dir, versus)
     if as_json:
         data = [r.to_json() for r in results]
-        for entry, result in zip(data[1:], results[1:], strict=True):
-            entry["against"] = result.against(results[0])
+        for entry, compared in zip(data[1:], versus, strict=True):
+            entry["against"] = compared
         emit_json(data[0] if len(data) == 1 else data)
     else:
-        _print_tables(results)
+        _print_tables(results, versus)
     for path, reason in results[0].skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
     if report_dir is not None:
         click.echo(f"report written to {written}", err=True)
 
 
-def _against_table(results: list[EvalResult]) -> Table:
+def _against_table(results: list[EvalResult], versus: list[dict[str, Any]]) -> Table:
     """Each later model against the first, query by query: is the difference chance?"""
     from rich.table import Table
 
@@ -181,12 +184,12 @@ def _against_table(results: list[EvalResult]) -> Table:
         table.add_column(name, justify="right")
         table.add_column("p", justify="right")
         table.add_column("verdict", no_wrap=True)
-    for cells in against_first_rows(results):
+    for cells in against_first_rows(results, versus):
         table.add_row(*cells)
     return table
 
 
-def _print_tables(results: list[EvalResult]) -> None:
+def _print_tables(results: list[EvalResult], versus: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -221,7 +224,7 @@ def _print_tables(results: list[EvalResult]) -> None:
         )
     console.print(summary)
     if len(results) > 1:
-        console.print(_against_table(results))
+        console.print(_against_table(results, versus))
 
     # One model: P@k and mAP@k per class; several: P@k of each (the report has both).
     single = len(results) == 1

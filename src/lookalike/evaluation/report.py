@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -177,15 +178,19 @@ def _query_list(result: EvalResult, queries: np.ndarray) -> list[str]:
     return out
 
 
-def against_first_rows(results: list[EvalResult]) -> list[list[str]]:
-    """Each later model against the first, query by query (``EvalResult.against``): model,
-    then for P@k and AP@k: higher / lower, the sign test's p, the verdict."""
+def against_first(results: list[EvalResult]) -> list[dict[str, Any]]:
+    """Each later model against the first, query by query (``EvalResult.against``)."""
+    return [r.against(results[0]) for r in results[1:]]
+
+
+def against_first_rows(results: list[EvalResult], versus: list[dict[str, Any]]) -> list[list[str]]:
+    """Table cells of ``against_first(results)``: model, then for P@k and AP@k: higher /
+    lower, the sign test's p, the verdict."""
     rows = []
-    for r in results[1:]:
+    for r, compared in zip(results[1:], versus, strict=True):
         cells = [r.model]
-        versus = r.against(results[0])
         for key in ("precision_at_k", "map_at_k"):
-            c = versus[key]
+            c = compared[key]
             if c is None:
                 cells += ["–", "–", "no shared queries"]
             else:
@@ -195,7 +200,7 @@ def against_first_rows(results: list[EvalResult]) -> list[list[str]]:
     return rows
 
 
-def _against_first_table(results: list[EvalResult]) -> list[str]:
+def _against_first_table(results: list[EvalResult], versus: list[dict[str, Any]]) -> list[str]:
     k = results[0].k
     lines = [
         f"## Query by query against {results[0].model}",
@@ -206,12 +211,15 @@ def _against_first_table(results: list[EvalResult]) -> list[str]:
         f"| model | P@{k} higher / lower | p | verdict | AP@{k} higher / lower | p | verdict |",
         "|---|---:|---:|---|---:|---:|---|",
     ]
-    lines += ["| " + " | ".join(cells) + " |" for cells in against_first_rows(results)]
+    lines += ["| " + " | ".join(c) + " |" for c in against_first_rows(results, versus)]
     return [*lines, ""]
 
 
-def write_report(results: list[EvalResult], out_dir: Path) -> Path:
-    """Write report.md and its pictures under ``out_dir``; returns the report's path."""
+def write_report(
+    results: list[EvalResult], out_dir: Path, versus: list[dict[str, Any]] | None = None
+) -> Path:
+    """Write report.md and its pictures under ``out_dir``; returns the report's path.
+    ``versus``: ``against_first(results)`` when the caller has it already."""
     if not results:
         raise ValueError("no evaluation results to report")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -245,7 +253,7 @@ def write_report(results: list[EvalResult], out_dir: Path) -> Path:
         "",
     ]
     if len(results) > 1:
-        lines += _against_first_table(results)
+        lines += _against_first_table(results, against_first(results) if versus is None else versus)
     plot_precision_curves(results, out_dir / "precision_at_k.png")
 
     for result in results:
