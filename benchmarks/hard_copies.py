@@ -187,13 +187,9 @@ def by_edit(first: dict[str, bool]) -> dict[str, float]:
 def paired(ours: dict[str, bool], theirs: dict[str, bool]) -> dict[str, float]:
     """Queries only one of the two gets right at rank 1, and the two-sided sign test's p
     for that split (small p: the difference is unlikely to be chance)."""
-    wins = sum(ours[p] and not theirs[p] for p in ours)
-    losses = sum(theirs[p] and not ours[p] for p in ours)
-    return {
-        "wins": wins,
-        "losses": losses,
-        "sign_test_p": float(f"{sign_test_p(wins, losses):.2g}"),
-    }
+    c = compare([ours[p] for p in ours], [theirs[p] for p in ours])
+    chance = sign_test_p(c.better, c.worse)  # unrounded, then to 2 figures as before
+    return {"wins": c.better, "losses": c.worse, "sign_test_p": float(f"{chance:.2g}")}
 
 
 if __name__ == "__main__":
